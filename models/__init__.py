@@ -1,0 +1,53 @@
+"""Strata models: pure Linen modules, found by name through one checked table.
+
+Every model takes `train: bool` as a keyword and names the logical axes of its
+parameters (`embed`, `mlp`, `heads`, `vocab`, `conv_in`, `conv_out`, ...); the
+config maps those names to mesh axes (see `train/sharding.py`).
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+
+import flax.linen as nn
+
+# name -> "module:Class". Resolved lazily so that importing one family never
+# pulls in the others.
+MODELS: dict[str, str] = {
+    "resnet": "models.resnet:ResNet",
+    "vit": "models.vit:ViT",
+    "gpt": "models.gpt:GPT",
+    "rnn": "models.rnn:RNN",
+    "unet": "models.unet:UNet",
+}
+
+
+class UnknownNameError(ValueError):
+    """A name in a config that is not in a table; the message lists what exists."""
+
+
+def unknown_name_message(kind: str, name: str, valid: list[str]) -> str:
+    """One line naming the bad value, the nearest valid one and all valid ones."""
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"unknown {kind} {name!r}.{hint} Valid: {', '.join(sorted(valid))}."
+
+
+def get_model_class(name: str) -> type[nn.Module]:
+    """Returns the Linen class registered under `name`."""
+    if name not in MODELS:
+        raise UnknownNameError(unknown_name_message("model", name, list(MODELS)))
+    module_name, class_name = MODELS[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def build_model(name: str, **kwargs) -> nn.Module:
+    """`Model(**config.model)` with the name taken out and unknown fields reported."""
+    cls = get_model_class(name)
+    fields = {f for f in cls.__dataclass_fields__ if f not in ("parent", "name")}
+    unknown = sorted(set(kwargs) - fields)
+    if unknown:
+        raise UnknownNameError(
+            f"model {name!r} has no field(s) {', '.join(unknown)}. "
+            f"Valid: {', '.join(sorted(fields))}.")
+    return cls(**kwargs)

@@ -1,0 +1,137 @@
+"""ResNets: CIFAR-style (depth 6n+2, He et al. 2016 sec. 4.2) and ImageNet-style (18-152).
+
+    ResNet(depth=20, family="cifar")       # 0.27M params, 3 stages of 16/32/64 channels
+    ResNet(depth=50, family="imagenet")    # 25.6M params, bottleneck blocks, 7x7 stem
+    ResNet(depth=18, family="imagenet", stem="cifar")  # ResNet-18 for 32x32 inputs
+
+Batch statistics live in the `batch_stats` collection; the loop keeps them in the train
+state and updates them through `mutable=["batch_stats"]` when `train=True`.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+# depth -> (blocks per stage, bottleneck?)
+IMAGENET_DEPTHS = {
+    18: ((2, 2, 2, 2), False),
+    34: ((3, 4, 6, 3), False),
+    50: ((3, 4, 6, 3), True),
+    101: ((3, 4, 23, 3), True),
+    152: ((3, 8, 36, 3), True),
+}
+
+conv_init = nn.with_logical_partitioning(
+    nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+    (None, None, "conv_in", "conv_out"))
+
+
+def _norm(train: bool, dtype: Any, zero_init: bool = False) -> nn.Module:
+    scale_init = nn.initializers.zeros if zero_init else nn.initializers.ones
+    return nn.BatchNorm(
+        use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+        scale_init=nn.with_logical_partitioning(scale_init, ("conv_out",)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a residual connection (ResNet-18/34, CIFAR ResNets)."""
+    features: int
+    strides: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        conv = partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
+        y = conv(self.features, (3, 3), self.strides, padding=1)(x)
+        y = nn.relu(_norm(train, self.dtype)(y))
+        y = conv(self.features, (3, 3), padding=1)(y)
+        y = _norm(train, self.dtype, zero_init=True)(y)
+        if x.shape != y.shape:  # projection shortcut ("option B")
+            x = conv(self.features, (1, 1), self.strides)(x)
+            x = _norm(train, self.dtype)(x)
+        return nn.relu(x + y)
+
+
+class BottleneckBlock(nn.Module):
+    """1x1 -> 3x3 -> 1x1 (x4) convolutions with a residual connection (ResNet-50+)."""
+    features: int
+    strides: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        conv = partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
+        y = nn.relu(_norm(train, self.dtype)(conv(self.features, (1, 1))(x)))
+        y = conv(self.features, (3, 3), self.strides, padding=1)(y)
+        y = nn.relu(_norm(train, self.dtype)(y))
+        y = conv(self.features * 4, (1, 1))(y)
+        y = _norm(train, self.dtype, zero_init=True)(y)
+        if x.shape != y.shape:
+            x = _norm(train, self.dtype)(conv(self.features * 4, (1, 1), self.strides)(x))
+        return nn.relu(x + y)
+
+
+class ResNet(nn.Module):
+    """A residual network for image classification.
+
+    Attributes:
+      depth: 20/32/44/56/110 (any 6n+2) for `family="cifar"`; 18/34/50/101/152 for
+        `family="imagenet"`.
+      family: "cifar" (3 stages, base width 16) or "imagenet" (4 stages, base width 64).
+      stem: "cifar" (3x3 conv, stride 1) or "imagenet" (7x7/2 conv + 3x3/2 max-pool);
+        defaults to the family's own.
+      num_classes: size of the output layer.
+      width: base number of channels; defaults to the family's own (16 or 64).
+      dtype: compute dtype ("float32" or "bfloat16"); parameters stay float32.
+    """
+    depth: int = 20
+    family: str = "cifar"
+    stem: str | None = None
+    num_classes: int = 10
+    width: int | None = None
+    dtype: str = "float32"
+
+    def _layout(self) -> tuple[tuple[int, ...], bool, int]:
+        if self.family == "cifar":
+            if (self.depth - 2) % 6 or self.depth < 8:
+                raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110), got {self.depth}.")
+            n = (self.depth - 2) // 6
+            return (n, n, n), False, self.width or 16
+        if self.family == "imagenet":
+            if self.depth not in IMAGENET_DEPTHS:
+                raise ValueError(f"ImageNet ResNet depth must be one of {sorted(IMAGENET_DEPTHS)}, got {self.depth}.")
+            blocks, bottleneck = IMAGENET_DEPTHS[self.depth]
+            return blocks, bottleneck, self.width or 64
+        raise ValueError(f"unknown ResNet family {self.family!r}. Valid: cifar, imagenet.")
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+        """x: (B, H, W, C) images -> (B, num_classes) logits."""
+        blocks, bottleneck, width = self._layout()
+        dtype = jnp.dtype(self.dtype)
+        x = x.astype(dtype)
+        stem = self.stem or self.family
+        if stem == "imagenet":
+            x = nn.Conv(width, (7, 7), 2, padding=3, use_bias=False, dtype=dtype,
+                        kernel_init=conv_init, name="stem_conv")(x)
+            x = nn.relu(_norm(train, dtype)(x))
+            x = nn.max_pool(x, (3, 3), (2, 2), padding="SAME")
+        else:
+            x = nn.Conv(width, (3, 3), padding=1, use_bias=False, dtype=dtype,
+                        kernel_init=conv_init, name="stem_conv")(x)
+            x = nn.relu(_norm(train, dtype)(x))
+        block_cls = BottleneckBlock if bottleneck else BasicBlock
+        for stage, num_blocks in enumerate(blocks):
+            for i in range(num_blocks):
+                strides = 2 if stage > 0 and i == 0 else 1
+                x = block_cls(width * 2**stage, strides, dtype)(x, train)
+        x = jnp.mean(x, axis=(1, 2))  # (B, C) global average pool
+        x = nn.Dense(self.num_classes, dtype=dtype, name="head",
+                     kernel_init=nn.with_logical_partitioning(
+                         nn.initializers.zeros, ("embed", "classes")),
+                     bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("classes",)))(x)
+        return x.astype(jnp.float32)
