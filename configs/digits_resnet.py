@@ -1,0 +1,49 @@
+"""ResNet-20 (CIFAR-style) on the embedded UCI digits: Strata's default run.
+
+    python run.py train --config configs/digits_resnet.py --workdir runs/digits_resnet
+    make train   # the same, into runs/default
+
+Sized for a 2-core CPU: 1,200 steps of batch 128 (~107 epochs of 1,437 images) reach
+about 98-99% test accuracy in about 3 minutes, first dataset preparation included.
+`:runlocal` is a 60-step smoke run.
+"""
+from configs.common import base_config, parse_arg
+
+
+def get_config(arg: str | None = None):
+    args = parse_arg(arg, runlocal=False)
+    c = base_config()
+    c.model.name = "resnet"
+    c.model.depth = 20
+    c.model.family = "cifar"
+    c.model.num_classes = 10
+    c.model.dtype = "float32"
+
+    c.task.name = "classification"
+    c.task.num_classes = 10
+    c.task.label_smoothing = 0.0
+
+    c.data.name = "digits"
+    c.data.preprocess = "to_float(-1, 1)|pad_crop(1)"
+    c.data.eval_preprocess = "to_float(-1, 1)"
+
+    c.optimizer.name = "sgd"
+    c.optimizer.learning_rate = 0.1
+    c.optimizer.momentum = 0.9
+    c.optimizer.nesterov = True
+    c.optimizer.weight_decay = 5e-4
+    c.optimizer.warmup_steps = 50
+
+    c.train.steps = 1200
+    c.train.batch_size = 128
+    c.train.log_every = 50
+    c.train.eval_every = 300
+    c.train.checkpoint_every = 300
+    c.checkpoint.best_metric = "eval/accuracy"
+
+    if args.runlocal:
+        c.train.steps = 60
+        c.train.eval_every = 30
+        c.train.checkpoint_every = 30
+        c.train.log_every = 10
+    return c

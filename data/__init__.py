@@ -1,0 +1,1 @@
+"""Strata data: TFDS builders for embedded datasets, the Grain pipeline, preprocessing ops."""

@@ -1,0 +1,110 @@
+"""Opening TFDS datasets as random-access sources, preparing the embedded ones offline.
+
+Training reads ArrayRecord files through `tfds.data_source` (random access, no
+TensorFlow in the input path). Embedded datasets are prepared on first use; any other
+TFDS name must be prepared once with `python run.py prepare NAME`.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+from typing import Any, Sequence
+
+import tensorflow_datasets as tfds
+
+# Builders that need no network: name -> "module:Class".
+EMBEDDED: dict[str, str] = {
+    "digits": "data.digits:Digits",
+}
+
+
+class DataError(ValueError):
+    """A dataset problem the user can fix; the message says how."""
+
+
+def default_data_dir(data_dir: str | None = None) -> str:
+    """`data_dir`, else $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
+    return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
+
+
+def _embedded_builder(name: str, data_dir: str, builder_kwargs: dict) -> tfds.core.DatasetBuilder:
+    module_name, class_name = EMBEDDED[name].split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(data_dir=data_dir, **builder_kwargs)
+
+
+def get_builder(name: str, data_dir: str | None = None, **builder_kwargs: Any) -> tfds.core.DatasetBuilder:
+    """The TFDS builder for `name` (embedded or any registered TFDS dataset, `name:version` ok)."""
+    data_dir = default_data_dir(data_dir)
+    if name.split(":")[0].split("/")[0] in EMBEDDED:
+        return _embedded_builder(name.split(":")[0].split("/")[0], data_dir, builder_kwargs)
+    try:
+        return tfds.builder(name, data_dir=data_dir, **builder_kwargs)
+    except tfds.core.registered.DatasetNotFoundError:
+        known = list(EMBEDDED) + list(tfds.list_builders(with_community_datasets=False))
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise DataError(
+            f"unknown dataset {name!r}.{hint} Embedded (offline): {', '.join(sorted(EMBEDDED))}; "
+            f"or any TFDS name (see tfds.list_builders()).") from None
+
+
+def _download_and_prepare(builder: tfds.core.DatasetBuilder) -> None:
+    import sys
+    print(f"strata: preparing {builder.name} into {builder.data_dir} (once)", file=sys.stderr, flush=True)
+    tfds.disable_progress_bar()
+    builder.download_and_prepare(file_format="array_record")
+
+
+def prepare(name: str, data_dir: str | None = None, **builder_kwargs: Any) -> tfds.core.DatasetBuilder:
+    """Prepares `name` into ArrayRecord files under `data_dir` (downloads where needed)."""
+    builder = get_builder(name, data_dir, **builder_kwargs)
+    if not builder.is_prepared():
+        _download_and_prepare(builder)
+    return builder
+
+
+def open_source(name: str, split: str, data_dir: str | None = None,
+                **builder_kwargs: Any) -> tuple[Sequence[dict], tfds.core.DatasetInfo]:
+    """A random-access source of decoded examples and the dataset's info.
+
+    Embedded datasets are prepared on first use; others must have been prepared.
+    """
+    data_dir = default_data_dir(data_dir)
+    builder = get_builder(name, data_dir, **builder_kwargs)
+    if not builder.is_prepared():
+        if name.split(":")[0] in EMBEDDED:
+            _download_and_prepare(builder)
+        else:
+            raise DataError(
+                f"dataset {name!r} is not prepared in {data_dir}; prepare it once with: "
+                f"python run.py prepare {name} --data_dir {data_dir}")
+    file_format = getattr(builder.info, "file_format", None)
+    file_format = str(getattr(file_format, "value", file_format) or "")
+    if file_format and file_format != "array_record":
+        raise DataError(
+            f"dataset {name!r} in {data_dir} is stored as {file_format}, but Strata reads "
+            f"ArrayRecord; re-prepare it with: python run.py prepare {name} --data_dir DIR_NEW")
+    splits = list(builder.info.splits)
+    if split not in builder.info.splits and split.split("[")[0] not in splits:
+        raise DataError(f"dataset {name!r} has no split {split!r}. Valid: {', '.join(splits)}.")
+    return builder.as_data_source(split=split), builder.info
+
+
+def open_split(data_config: Any, split: str) -> tuple[Sequence[dict], tfds.core.DatasetInfo]:
+    """The source the pipeline reads for `split` of `config.data`.
+
+    With `data.seq_len > 0` the records are byte/token streams and the source yields
+    fixed-length windows `{"tokens": (seq_len + 1,)}` over their concatenation.
+    """
+    kwargs = {}
+    files = data_config.get("files", "")
+    if files:
+        kwargs["files"] = tuple(f for f in files.split(",") if f)
+    source, info = open_source(data_config.name, split, data_config.get("data_dir") or None, **kwargs)
+    seq_len = data_config.get("seq_len", 0)
+    if seq_len:
+        from data.text import TextWindows
+        source = TextWindows(source, seq_len, key=data_config.get("text_key", "text"))
+    return source, info

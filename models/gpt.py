@@ -1,0 +1,244 @@
+"""GPT: a decoder-only Transformer language model (Radford et al. 2019; nanoGPT's layout).
+
+    GPT()                                           # 10.9M params: 6 layers, width 384, 6 heads
+    GPT(num_layers=12, num_heads=12, width=768, vocab_size=50257, max_len=1024)  # GPT-2 small
+    GPT(positions="rotary", tie_embeddings=True)    # RoPE (Su et al. 2021), shared in/out embedding
+
+Pre-LayerNorm blocks (causal self-attention, then a GELU MLP), a final LayerNorm and a
+linear head; attention is `jax.nn.dot_product_attention`, so a backend may pick a fused
+kernel. There is no dropout on the attention probabilities (that function has none);
+`dropout` applies to the embeddings and to each residual branch.
+
+Sampling uses a key/value cache in the `cache` collection (the flax lm1b example's scheme):
+
+    cache = init_cache(model, batch_size)
+    logits, vars = model.apply({"params": params, "cache": cache}, tokens, train=False,
+                               decode=True, mutable=["cache"])   # tokens: (B, 1) or a (B, T) prompt
+    cache = vars["cache"]
+
+Each decode call writes its keys and values at the cache's index and advances it, so a
+step costs O(max_len) rather than recomputing the whole prefix. Positions in decode mode
+come from that index; it must stay below `max_len` (not checked: it is traced).
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+POSITIONS = ("learned", "rotary")
+
+
+def _init(stddev: float, axes: tuple[str | None, ...]) -> nn.initializers.Initializer:
+    return nn.with_logical_partitioning(nn.initializers.normal(stddev), axes)
+
+
+def _zeros(axes: tuple[str | None, ...]) -> nn.initializers.Initializer:
+    return nn.with_logical_partitioning(nn.initializers.zeros, axes)
+
+
+def _layer_norm(dtype: Any, name: str) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=1e-5, dtype=dtype, name=name,
+                        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                        bias_init=_zeros(("embed",)))
+
+
+def rotary(x: jnp.ndarray, positions: jnp.ndarray, theta: float = 10_000.0) -> jnp.ndarray:
+    """Rotates feature pairs (i, i + D/2) of x by angle position * theta^(-2i/D) (RoPE).
+
+    Args:
+      x: (B, T, H, D) queries or keys; D must be even.
+      positions: (T,) integer positions of the T tokens.
+    Returns:
+      x rotated, same shape and dtype.
+    """
+    half = x.shape[-1] // 2
+    freqs = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)         # (D/2,)
+    angles = positions.astype(jnp.float32)[:, None] * freqs[None, :]       # (T, D/2)
+    sin = jnp.sin(angles)[None, :, None, :]                                # (1, T, 1, D/2)
+    cos = jnp.cos(angles)[None, :, None, :]
+    x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x.dtype)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention, with a key/value cache when `decode=True`."""
+    num_heads: int
+    max_len: int
+    rotary: bool
+    out_stddev: float
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, positions: jnp.ndarray, decode: bool) -> jnp.ndarray:
+        """x: (B, T, E), positions: (T,) -> (B, T, E)."""
+        batch, length, width = x.shape
+        head_dim = width // self.num_heads
+        dense = partial(nn.DenseGeneral, features=(self.num_heads, head_dim), dtype=self.dtype,
+                        kernel_init=_init(0.02, ("embed", "heads", "kv")),
+                        bias_init=_zeros(("heads", "kv")))
+        q = dense(name="query")(x)  # (B, T, H, D)
+        k = dense(name="key")(x)
+        v = dense(name="value")(x)
+        if self.rotary:
+            q, k = rotary(q, positions), rotary(k, positions)
+
+        if decode:
+            # During `init` the cache does not exist yet: create it (zeros, sized by the
+            # (B, max_len) init input) and attend causally over the input as usual.
+            initialized = self.has_variable("cache", "cached_key")
+            cached_k = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+            cached_v = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+            if initialized:
+                start = positions[0]
+                k = jax.lax.dynamic_update_slice(cached_k.value, k, (0, start, 0, 0))  # (B, S, H, D)
+                v = jax.lax.dynamic_update_slice(cached_v.value, v, (0, start, 0, 0))
+                cached_k.value, cached_v.value = k, v
+                key_positions = jnp.arange(k.shape[1])                            # (S,)
+                mask = key_positions[None, :] <= positions[:, None]               # (T, S)
+                y = jax.nn.dot_product_attention(q, k, v, mask=mask[None, None])  # (B, T, H, D)
+            else:
+                y = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+        else:
+            y = jax.nn.dot_product_attention(q, k, v, is_causal=True)  # (B, T, H, D)
+
+        return nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, name="out",
+                               kernel_init=_init(self.out_stddev, ("heads", "kv", "embed")),
+                               bias_init=_zeros(("embed",)))(y)  # (B, T, E)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm Transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+    num_heads: int
+    mlp_dim: int
+    max_len: int
+    rotary: bool
+    out_stddev: float
+    dropout: float = 0.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, positions: jnp.ndarray, train: bool,
+                 decode: bool) -> jnp.ndarray:
+        """x: (B, T, E), positions: (T,) -> (B, T, E)."""
+        width = x.shape[-1]
+        drop = nn.Dropout(self.dropout, deterministic=not train)
+        y = _layer_norm(self.dtype, "ln_attn")(x)
+        y = CausalSelfAttention(self.num_heads, self.max_len, self.rotary, self.out_stddev,
+                                self.dtype, name="attn")(y, positions, decode)
+        x = x + drop(y)
+        y = _layer_norm(self.dtype, "ln_mlp")(x)
+        y = nn.Dense(self.mlp_dim, dtype=self.dtype, name="mlp_in",
+                     kernel_init=_init(0.02, ("embed", "mlp")), bias_init=_zeros(("mlp",)))(y)
+        y = nn.gelu(y)  # (B, T, mlp_dim)
+        y = nn.Dense(width, dtype=self.dtype, name="mlp_out",
+                     kernel_init=_init(self.out_stddev, ("mlp", "embed")),
+                     bias_init=_zeros(("embed",)))(y)
+        return x + drop(y)
+
+
+class GPT(nn.Module):
+    """A decoder-only Transformer over a token vocabulary.
+
+    Attributes:
+      vocab_size: number of token ids (256 for bytes).
+      num_layers: number of Transformer blocks.
+      num_heads: attention heads per block; must divide `width`.
+      width: embedding (model) dimension.
+      mlp_ratio: MLP hidden size as a multiple of `width`.
+      max_len: longest sequence; also the length of the decode cache.
+      positions: "learned" (an embedding table of `max_len` rows) or "rotary" (RoPE on
+        queries and keys, no parameters).
+      tie_embeddings: if True the output head is the transposed token embedding.
+      dropout: rate on the embeddings and on each residual branch, used when `train=True`
+        (draws from the "dropout" rng).
+      dtype: compute dtype ("float32" or "bfloat16"); parameters stay float32 and the
+        logits are returned as float32.
+      remat: recompute each block's activations in the backward pass (`nn.remat`):
+        the same gradients for less memory.
+    """
+    vocab_size: int = 256
+    num_layers: int = 6
+    num_heads: int = 6
+    width: int = 384
+    mlp_ratio: int = 4
+    max_len: int = 256
+    positions: str = "learned"
+    tie_embeddings: bool = False
+    dropout: float = 0.0
+    dtype: str = "float32"
+    remat: bool = False
+
+    def _check(self, length: int) -> None:
+        if self.positions not in POSITIONS:
+            raise ValueError(f"unknown GPT positions {self.positions!r}. Valid: {', '.join(POSITIONS)}.")
+        if self.width % self.num_heads:
+            raise ValueError(f"GPT width {self.width} is not divisible by num_heads {self.num_heads}.")
+        if self.positions == "rotary" and (self.width // self.num_heads) % 2:
+            raise ValueError(f"rotary positions need an even head dim, got {self.width // self.num_heads}.")
+        if length > self.max_len:
+            raise ValueError(f"sequence length {length} exceeds GPT max_len {self.max_len}.")
+
+    @nn.compact
+    def __call__(self, tokens: jnp.ndarray, *, train: bool, decode: bool = False) -> jnp.ndarray:
+        """tokens: (B, T) int ids -> (B, T, vocab_size) float32 next-token logits.
+
+        With `decode=True` the call reads and writes the `cache` collection (pass
+        `mutable=["cache"]`); T is usually 1, or a whole prompt for a single prefill call.
+        """
+        length = tokens.shape[1]
+        self._check(length)
+        dtype = jnp.dtype(self.dtype)
+
+        positions = jnp.arange(length)  # (T,)
+        if decode:
+            initialized = self.has_variable("cache", "cache_index")
+            index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+            if initialized:
+                positions = positions + 0 * index.value
+                index.value = index.value + length
+
+        embed = nn.Embed(self.vocab_size, self.width, dtype=dtype, name="token_embed",
+                         embedding_init=_init(0.02, ("vocab", "embed")))
+        x = embed(tokens)  # (B, T, E)
+        if self.positions == "learned":
+            table = self.param("pos_embed", _init(0.02, (None, "embed")), (self.max_len, self.width))
+            x = x + jnp.take(table, positions, axis=0).astype(dtype)[None]  # (1, T, E)
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+
+        block_cls = Block
+        if self.remat and not decode:
+            block_cls = nn.remat(Block, static_argnums=(3, 4))  # self, x, positions, train, decode
+        out_stddev = 0.02 / (2 * self.num_layers) ** 0.5  # GPT-2's scaled residual init
+        for i in range(self.num_layers):
+            x = block_cls(self.num_heads, self.mlp_ratio * self.width, self.max_len,
+                          self.positions == "rotary", out_stddev, self.dropout, dtype,
+                          name=f"block_{i}")(x, positions, train, decode)
+        x = _layer_norm(dtype, "ln_final")(x)
+
+        if self.tie_embeddings:
+            logits = embed.attend(x)  # (B, T, V)
+        else:
+            logits = nn.Dense(self.vocab_size, use_bias=False, dtype=dtype, name="head",
+                              kernel_init=_init(0.02, ("embed", "vocab")))(x)
+        return logits.astype(jnp.float32)
+
+
+def init_cache(model: GPT, batch_size: int) -> Any:
+    """An empty key/value cache for `model.apply(..., decode=True, mutable=["cache"])`.
+
+    The cache's shapes come from `model.init` on a (batch_size, max_len) input with
+    `decode=True` (the flax lm1b recipe), traced with `jax.eval_shape` so nothing runs;
+    every entry starts at zero, including the write index.
+
+    Returns:
+      {"cache_index": (), "block_i": {"attn": {"cached_key": (B, max_len, H, D),
+      "cached_value": (B, max_len, H, D)}}, ...}
+    """
+    tokens = jnp.zeros((batch_size, model.max_len), jnp.int32)
+    shapes = jax.eval_shape(partial(model.init, train=False, decode=True), jax.random.key(0), tokens)
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["cache"])

@@ -1,0 +1,79 @@
+"""Orbax checkpoints of the whole run: train state and the Grain iterator position.
+
+Layout: WORKDIR/checkpoints/<step>/{state,data}. Saves are asynchronous (the step loop
+goes on while arrays are written); `wait()` blocks until the last one is durable.
+The last `keep` checkpoints are kept, plus the best by `best_metric` when one is named.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+log = logging.getLogger("strata")
+
+
+class Checkpointer:
+    """A thin wrapper over `ocp.CheckpointManager` with Strata's items and policies."""
+
+    def __init__(self, directory: str, *, keep: int = 3, best_metric: str | None = None,
+                 best_mode: str = "max", async_save: bool = True):
+        self.directory = os.path.abspath(directory)
+        policy = [policies.LatestN(keep)]
+        if best_metric:
+            policy.append(policies.BestN(
+                get_metric_fn=lambda m: m[best_metric], reverse=best_mode == "min", n=1,
+                keep_checkpoints_without_metrics=False))
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                preservation_policy=policies.AnyPreservationPolicy(policy),
+                enable_async_checkpointing=async_save,
+                cleanup_tmp_directories=True,
+            ),
+        )
+
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: Any, data_iterator: Any | None,
+             metrics: dict[str, float] | None = None, force: bool = True) -> bool:
+        items = {"state": ocp.args.StandardSave(state)}
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+        return self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=force)
+
+    def restore(self, step: int, abstract_state: Any, data_iterator: Any | None = None) -> Any:
+        """Restores `step` into arrays laid out like `abstract_state` (shapes + shardings);
+        moves `data_iterator` to the saved position when given."""
+        items = {"state": ocp.args.StandardRestore(abstract_state)}
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        return restored["state"]
+
+    def restore_state_only(self, step: int, abstract_state: Any) -> Any:
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+        return restored["state"]
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:
+    """ShapeDtypeStructs carrying the target shardings, for `StandardRestore`."""
+    return jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings)

@@ -1,0 +1,88 @@
+"""Checks of user input before any compute is spent or any file is touched."""
+from __future__ import annotations
+
+import json
+import os
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+    """A bad config value, workdir or command line; the message names the fix."""
+
+
+POSITIVE_KEYS = ("train.steps", "train.batch_size", "train.log_every", "checkpoint.keep")
+NON_NEGATIVE_KEYS = ("train.eval_every", "train.checkpoint_every", "train.grad_accum",
+                     "optimizer.learning_rate", "optimizer.warmup_steps")
+# Keys that change nothing about the numbers, so a resume may change them freely.
+RESUME_FREE_KEYS = ("train.progress", "data.num_threads", "data.data_dir", "checkpoint.async_save")
+
+
+def _get(config: ml_collections.ConfigDict, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Values that would fail later (or silently do nothing) are refused now."""
+    for key in POSITIVE_KEYS:
+        if _get(config, key) <= 0:
+            raise ConfigError(f"config.{key} must be positive, got {_get(config, key)}.")
+    for key in NON_NEGATIVE_KEYS:
+        if _get(config, key) < 0:
+            raise ConfigError(f"config.{key} must not be negative, got {_get(config, key)}.")
+    if config.train.grad_accum == 0:
+        raise ConfigError("config.train.grad_accum must be at least 1.")
+    if not config.model.get("name"):
+        raise ConfigError("config.model.name is empty; set it in the config file.")
+    if not config.data.get("name"):
+        raise ConfigError("config.data.name is empty; set it (e.g. --config.data.name=digits).")
+
+
+def check_workdir(workdir: str) -> None:
+    """The workdir must be a directory we can write (created if missing)."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ConfigError(f"workdir {workdir!r} is a file, not a directory; choose another --workdir.")
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create workdir {workdir!r}: {e.strerror}; choose another --workdir.") from None
+    if not os.access(workdir, os.W_OK | os.X_OK):
+        raise ConfigError(f"workdir {workdir!r} is not writable; choose another --workdir or fix its permissions.")
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(saved: dict, new: dict) -> list[str]:
+    """Keys whose values differ (tuples and lists compare equal), ignoring resume-free keys."""
+    a, b = flatten(saved), flatten(new)
+    norm = lambda v: json.loads(json.dumps(v, default=str))  # noqa: E731
+    keys = sorted(set(a) | set(b))
+    return [k for k in keys if k not in RESUME_FREE_KEYS and norm(a.get(k)) != norm(b.get(k))]
+
+
+def check_resume_config(workdir: str, config: ml_collections.ConfigDict, allow_change: bool) -> None:
+    """Resuming with a different config is refused unless explicitly allowed."""
+    path = os.path.join(workdir, "config.json")
+    if allow_change or not os.path.exists(path):
+        return
+    with open(path) as f:
+        saved = json.load(f)
+    new = json.loads(config.to_json_best_effort())
+    diff = config_differences(saved, new)
+    if diff:
+        shown = ", ".join(f"{k} ({flatten(saved).get(k)!r} -> {flatten(new).get(k)!r})" for k in diff[:6])
+        more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
+        raise ConfigError(f"{workdir} holds a run with a different config: {shown}{more}. "
+                          "Use another --workdir, or pass --allow_config_change to resume anyway.")

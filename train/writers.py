@@ -1,0 +1,124 @@
+"""Metric writers: DIR/metrics.jsonl, TensorBoard event files, a console progress bar.
+
+Only process 0 writes. `metrics.jsonl` holds one JSON object per line,
+`{"step": N, "train/loss": ..., "eval/accuracy": ...}`, each step at most once: on
+resume, lines after the restored step are dropped before new ones are appended.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+
+
+def _clean(value: Any) -> Any:
+    value = float(value)
+    return value if math.isfinite(value) else str(value)
+
+
+def truncate_metrics(path: str, last_step: int) -> None:
+    """Drops lines with step > last_step (written after the checkpoint we resume from)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = [l for l in f if l.strip()]
+    keep = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= last_step:
+                keep.append(line)
+        except (ValueError, KeyError):
+            continue  # a line cut short by a crash
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(keep)
+    os.replace(tmp, path)
+
+
+def read_metrics(path: str) -> list[dict]:
+    """All complete lines of a metrics.jsonl file."""
+    out = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    continue
+    return out
+
+
+class MetricWriter:
+    """Writes scalars to metrics.jsonl and TensorBoard, and drives the progress bar."""
+
+    def __init__(self, workdir: str, total_steps: int, start_step: int, enabled: bool | None = None,
+                 progress: bool = True):
+        self.enabled = jax.process_index() == 0 if enabled is None else enabled
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self._tb = None
+        self._bar = None
+        if not self.enabled:
+            return
+        truncate_metrics(self.path, start_step)
+        self._file = open(self.path, "a")
+        try:
+            from tensorboardX import SummaryWriter
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
+        except ImportError:  # TensorBoard files are a convenience, not a requirement
+            self._tb = None
+        if progress:
+            from tqdm import tqdm
+            self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
+                             file=sys.stderr, mininterval=1.0, smoothing=0.1)
+
+    def write(self, step: int, scalars: dict[str, Any]) -> None:
+        if not self.enabled or not scalars:
+            return
+        row = {"step": int(step), **{k: _clean(v) for k, v in sorted(scalars.items())}}
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for k, v in scalars.items():
+                self._tb.add_scalar(k, float(v), int(step))
+        if self._bar is not None:
+            shown = {k.split("/")[-1] if k.startswith("train/") else k: f"{float(v):.4g}"
+                     for k, v in row.items() if k in ("train/loss", "eval/accuracy", "eval/loss")}
+            self._bar.set_postfix(shown, refresh=False)
+
+    def advance(self, steps: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(steps)
+
+    def message(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._bar is not None:
+            self._bar.close()
+
+
+class Timer:
+    """Wall time of a span, for steps/s without host syncs on the device."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    def lap(self) -> float:
+        now = time.perf_counter()
+        out, self.start = now - self.start, now
+        return out
