@@ -73,23 +73,28 @@ def open_source(name: str, split: str, data_dir: str | None = None,
     """
     data_dir = default_data_dir(data_dir)
     builder = get_builder(name, data_dir, **builder_kwargs)
-    if not builder.is_prepared():
-        if name.split(":")[0] in EMBEDDED:
-            _download_and_prepare(builder)
-        else:
+    embedded = name.split(":")[0] in EMBEDDED
+    if not builder.is_prepared() and embedded:
+        _download_and_prepare(builder)
+    if builder.is_prepared():
+        file_format = getattr(builder.info, "file_format", None)
+        file_format = str(getattr(file_format, "value", file_format) or "")
+        if file_format and file_format != "array_record":
             raise DataError(
-                f"dataset {name!r} is not prepared in {data_dir}; prepare it once with: "
-                f"python run.py prepare {name} --data_dir {data_dir}")
-    file_format = getattr(builder.info, "file_format", None)
-    file_format = str(getattr(file_format, "value", file_format) or "")
-    if file_format and file_format != "array_record":
+                f"dataset {name!r} in {data_dir} is stored as {file_format}, but Strata reads "
+                f"ArrayRecord; re-prepare it with: python run.py prepare {name} --data_dir NEW_DIR")
+        splits = list(builder.info.splits)
+        if split.split("[")[0] not in splits:
+            raise DataError(f"dataset {name!r} has no split {split!r}. Valid: {', '.join(splits)}.")
+    try:  # also the path taken under tfds.testing.mock_data, where nothing is prepared
+        source = builder.as_data_source(split=split)
+    except Exception:
+        if builder.is_prepared():
+            raise
         raise DataError(
-            f"dataset {name!r} in {data_dir} is stored as {file_format}, but Strata reads "
-            f"ArrayRecord; re-prepare it with: python run.py prepare {name} --data_dir DIR_NEW")
-    splits = list(builder.info.splits)
-    if split not in builder.info.splits and split.split("[")[0] not in splits:
-        raise DataError(f"dataset {name!r} has no split {split!r}. Valid: {', '.join(splits)}.")
-    return builder.as_data_source(split=split), builder.info
+            f"dataset {name!r} is not prepared in {data_dir}; prepare it once with: "
+            f"python run.py prepare {name} --data_dir {data_dir}") from None
+    return source, builder.info
 
 
 def open_split(data_config: Any, split: str) -> tuple[Sequence[dict], tfds.core.DatasetInfo]:

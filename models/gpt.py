@@ -199,7 +199,7 @@ class GPT(nn.Module):
             initialized = self.has_variable("cache", "cache_index")
             index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
             if initialized:
-                positions = positions + 0 * index.value
+                positions = positions + index.value
                 index.value = index.value + length
 
         embed = nn.Embed(self.vocab_size, self.width, dtype=dtype, name="token_embed",

@@ -44,7 +44,7 @@ def _layer_norm(dtype: Any, name: str) -> nn.LayerNorm:
 
 
 def parse_variant(variant: str) -> tuple[tuple[int, int, int, int], int]:
-    """"S/16" -> ((width, depth, num_heads, mlp_dim), patch size 16)."""
+    """Splits a variant such as "S/16" into ((width, depth, num_heads, mlp_dim), patch size)."""
     name, _, patch = variant.partition("/")
     if name not in VARIANTS:
         raise UnknownNameError(

@@ -82,25 +82,31 @@ def test_every_parameter_has_logical_axes():
     assert all(len(x.names) == x.value.ndim for x in leaves)
 
 
+def output_of(model, x, t, y=None, **kwargs):
+    """The model's output (shape and dtype only) without running it."""
+    return jax.eval_shape(lambda: model.init_with_output(
+        {"params": jax.random.key(0), "dropout": jax.random.key(1)}, x, t, y, **kwargs)[0])
+
+
 @pytest.mark.parametrize("shape,mults,attn", [
     ((2, 8, 8, 1), (1, 2), (4,)),
     ((2, 32, 32, 3), (1, 2, 2), (8,)),
+    ((2, 32, 32, 3), (1, 2, 2, 2), (16,)),
 ])
 def test_output_shape_equals_input_shape(shape, mults, attn):
     model = build_model("unet", channels=16, num_groups=4, num_res_blocks=1, channel_mults=mults,
-                        attention_resolutions=attn, dropout=0.1)
-    x = jax.random.normal(jax.random.key(0), shape)
-    t = jnp.array([3, 999])
-    variables = model.init(jax.random.key(0), x, t, train=False)
-    eps = model.apply(variables, x, t, train=True, rngs={"dropout": jax.random.key(1)})
-    assert eps.shape == shape and eps.dtype == jnp.float32
-    assert model.apply(variables, x, t.astype(jnp.float32), train=False).shape == shape
+                        attention_resolutions=attn, num_classes=10, dropout=0.1)
+    x = jnp.zeros(shape)
+    for t in (jnp.array([3, 999]), jnp.array([0.5, 999.0])):
+        for y in (None, jnp.array([0, 9])):
+            for train in (False, True):
+                eps = output_of(model, x, t, y, train=train)
+                assert eps.shape == shape and eps.dtype == jnp.float32
 
 
 def test_bfloat16_compute_returns_float32():
-    model = build_model("unet", dtype="bfloat16", **TINY)
-    eps = jax.eval_shape(lambda: model.init_with_output(
-        jax.random.key(0), jnp.zeros((2, 8, 8, 1)), jnp.zeros((2,)), train=False)[0])
+    eps = output_of(build_model("unet", dtype="bfloat16", **TINY), jnp.zeros((2, 8, 8, 1)),
+                    jnp.zeros((2,)), train=False)
     assert eps.shape == (2, 8, 8, 1) and eps.dtype == jnp.float32
 
 
@@ -119,16 +125,17 @@ def test_class_label_changes_the_output():
     model = build_model("unet", num_classes=10, **TINY)
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
     t = jnp.array([10, 10])
-    params = model.init(jax.random.key(0), x, t, jnp.zeros((2,), jnp.int32), train=False)["params"]
     # The output convs start at zero; give every parameter a random value so labels can show.
-    leaves, treedef = jax.tree.flatten(params)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x, t, train=False))["params"]
+    leaves, treedef = jax.tree.flatten(nn.unbox(shapes))
     keys = jax.random.split(jax.random.key(1), len(leaves))
     params = treedef.unflatten([0.1 * jax.random.normal(k, p.shape) for k, p in zip(keys, leaves)])
     apply = jax.jit(lambda y: model.apply({"params": params}, x, t, y, train=False))
     out0, out1 = apply(jnp.array([0, 0])), apply(jnp.array([1, 1]))
     null = apply(jnp.array([10, 10]))
     assert float(jnp.abs(out0 - out1).max()) > 1e-3
-    np.testing.assert_array_equal(null, model.apply({"params": params}, x, t, None, train=False))
+    no_label = jax.jit(lambda: model.apply({"params": params}, x, t, None, train=False))()
+    np.testing.assert_allclose(null, no_label, atol=1e-6)
 
 
 def test_overfits_one_batch():
@@ -138,7 +145,7 @@ def test_overfits_one_batch():
     noise = jax.random.normal(k1, x0.shape)
     t, y = jnp.full((8,), 100), jnp.arange(8)
     x_t = 0.8 * x0 + 0.6 * noise
-    params = model.init(jax.random.key(0), x_t, t, y, train=False)["params"]
+    params = jax.jit(lambda: model.init(jax.random.key(0), x_t, t, y, train=False)["params"])()
     opt = optax.adam(3e-3)
 
     def loss_fn(params):

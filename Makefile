@@ -1,0 +1,45 @@
+# make train : create .venv on first use, install from requirements.lock, train the default
+# make test  : the same venv, then the test suite (8 simulated CPU devices)
+# ACCEL=cpu|cuda|tpu picks the JAX build (default: cuda where nvidia-smi exists, else cpu).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+ACCEL  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)
+JAX_VERSION := $(shell sed -n 's/^jax==//p' requirements.lock)
+STAMP  := $(VENV)/.installed-$(ACCEL)
+
+.PHONY: train test bench lock clean-venv
+
+$(STAMP): requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+ifeq ($(ACCEL),cuda)
+	$(BIN)/python -m pip install --quiet "jax[cuda12]==$(JAX_VERSION)"
+endif
+ifeq ($(ACCEL),tpu)
+	$(BIN)/python -m pip install --quiet "jax[tpu]==$(JAX_VERSION)"
+endif
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/python run.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+
+# Side-by-side benchmarks; installs the PyTorch reference (CPU build) into the venv.
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	$(BIN)/python -m benchmarks.run
+
+# Re-pin after changing pyproject.toml: resolves into a scratch venv and freezes it.
+lock:
+	rm -rf /tmp/strata-lock && $(PYTHON) -m venv /tmp/strata-lock
+	/tmp/strata-lock/bin/pip install --quiet ".[test]"
+	/tmp/strata-lock/bin/pip freeze --exclude-editable | grep -v '^strata' > requirements.lock
+
+clean-venv:
+	rm -rf $(VENV)
