@@ -67,7 +67,10 @@ def test_jitted_step_does_not_recompile(tfds_dir, tmp_path):
 
 
 def test_overfits_one_batch(tfds_dir, tmp_path):
-    c, exp = _experiment(tfds_dir, tmp_path, steps=40)
+    c = tiny_resnet_config(tfds_dir, steps=40)
+    c.model.width = 8
+    c.optimizer.update(name="adamw", learning_rate=1e-2, schedule="constant", weight_decay=0.0)
+    exp = loop.Experiment(c, str(tmp_path))
     state = exp.fresh_state()
     step = step_lib.jit_train_step(exp.model, exp.task, exp.tx, exp.state_shardings, exp.batch_sharding)
     batch = to_global(next(exp.train_iterator()), exp.mesh)
