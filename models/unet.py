@@ -26,9 +26,10 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-conv_init = nn.with_logical_partitioning(
-    nn.initializers.variance_scaling(1.0, "fan_avg", "uniform"), (None, None, "conv_in", "conv_out"))
-conv_zero_init = nn.with_logical_partitioning(nn.initializers.zeros, (None, None, "conv_in", "conv_out"))
+CONV_AXES = (None, None, "conv_in", "conv_out")
+default_init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")  # DDPM's `default_init`
+conv_init = nn.with_logical_partitioning(default_init, CONV_AXES)
+conv_zero_init = nn.with_logical_partitioning(nn.initializers.zeros, CONV_AXES)
 channel_zeros = nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",))
 channel_ones = nn.with_logical_partitioning(nn.initializers.ones, ("conv_out",))
 
@@ -54,7 +55,7 @@ def _norm(num_groups: int, dtype: Any, name: str) -> nn.GroupNorm:
 
 def _dense(features: int, axes: tuple[str, str], dtype: Any, name: str,
            zero: bool = False) -> nn.Dense:
-    init = nn.initializers.zeros if zero else nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")
+    init = nn.initializers.zeros if zero else default_init
     return nn.Dense(features, dtype=dtype, name=name,
                     kernel_init=nn.with_logical_partitioning(init, axes),
                     bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]))
@@ -70,7 +71,8 @@ class ResBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, temb: jnp.ndarray, train: bool) -> jnp.ndarray:
         """x: (B, H, W, C_in), temb: (B, E) -> (B, H, W, features)."""
-        h = _conv(self.features, self.dtype, "conv1")(nn.silu(_norm(self.num_groups, self.dtype, "norm1")(x)))
+        h = nn.silu(_norm(self.num_groups, self.dtype, "norm1")(x))
+        h = _conv(self.features, self.dtype, "conv1")(h)
         t = _dense(self.features, ("embed", "conv_out"), self.dtype, "temb_proj")(nn.silu(temb))
         h = h + t[:, None, None, :]
         h = nn.silu(_norm(self.num_groups, self.dtype, "norm2")(h))
@@ -128,10 +130,11 @@ class UNet(nn.Module):
     def _check(self, height: int, width: int) -> None:
         levels = len(self.channel_mults)
         if self.channels % self.num_groups:
-            raise ValueError(f"UNet channels ({self.channels}) must divide by num_groups ({self.num_groups}).")
+            raise ValueError(
+                f"UNet channels ({self.channels}) must divide by num_groups ({self.num_groups}).")
         if height % 2 ** (levels - 1) or width % 2 ** (levels - 1):
-            raise ValueError(f"UNet with {levels} levels needs H and W divisible by {2 ** (levels - 1)}, "
-                             f"got {height}x{width}.")
+            raise ValueError(f"UNet with {levels} levels needs H and W divisible by "
+                             f"{2 ** (levels - 1)}, got {height}x{width}.")
         sizes = [height // 2**i for i in range(levels)]
         unknown = sorted(set(self.attention_resolutions) - set(sizes))
         if unknown:
@@ -141,13 +144,20 @@ class UNet(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, t: jnp.ndarray, y: jnp.ndarray | None = None, *,
                  train: bool) -> jnp.ndarray:
-        """x: (B, H, W, C) noisy images, t: (B,) timesteps, y: (B,) labels or None -> eps (B, H, W, C)."""
+        """x: (B, H, W, C) noisy images, t: (B,) timesteps, y: (B,) labels or None.
+
+        Returns the predicted noise eps, (B, H, W, out_channels or C), float32.
+        """
         B, H, W, C = x.shape
         self._check(H, W)
         dtype = jnp.dtype(self.dtype)
         ch, groups = self.channels, self.num_groups
-        block = lambda features, name: ResBlock(features, groups, self.dropout, dtype, name=name)  # noqa: E731
-        attention = lambda name: AttentionBlock(groups, dtype, name=name)  # noqa: E731
+
+        def block(features: int, name: str) -> ResBlock:
+            return ResBlock(features, groups, self.dropout, dtype, name=name)
+
+        def attention(name: str) -> AttentionBlock:
+            return AttentionBlock(groups, dtype, name=name)
 
         t = jnp.broadcast_to(jnp.asarray(t), (B,))
         temb = timestep_embedding(t, ch).astype(dtype)  # (B, ch)
@@ -164,6 +174,7 @@ class UNet(nn.Module):
 
         h = _conv(ch, dtype, "conv_in")(x.astype(dtype))  # (B, H, W, ch)
         skips = [h]
+        # Down: level l works at (B, H / 2^l, W / 2^l, ch * mult).
         for level, mult in enumerate(self.channel_mults):
             for i in range(self.num_res_blocks):
                 h = block(ch * mult, f"down_{level}_block_{i}")(h, temb, train)
@@ -171,16 +182,17 @@ class UNet(nn.Module):
                     h = attention(f"down_{level}_attn_{i}")(h)
                 skips.append(h)
             if level != len(self.channel_mults) - 1:
-                h = _conv(h.shape[-1], dtype, f"down_{level}_downsample", strides=2)(h)  # (B, H/2, W/2, c)
+                h = _conv(h.shape[-1], dtype, f"down_{level}_downsample", strides=2)(h)
                 skips.append(h)
 
         h = block(h.shape[-1], "mid_block_0")(h, temb, train)
         h = attention("mid_attn")(h)
         h = block(h.shape[-1], "mid_block_1")(h, temb, train)
 
+        # Up: every block takes the matching skip from the way down, last in first out.
         for level, mult in reversed(list(enumerate(self.channel_mults))):
             for i in range(self.num_res_blocks + 1):
-                h = jnp.concatenate([h, skips.pop()], axis=-1)
+                h = jnp.concatenate([h, skips.pop()], axis=-1)  # (B, h, w, c + c_skip)
                 h = block(ch * mult, f"up_{level}_block_{i}")(h, temb, train)
                 if h.shape[1] in self.attention_resolutions:
                     h = attention(f"up_{level}_attn_{i}")(h)

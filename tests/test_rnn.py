@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from models import build_model
+from models.rnn import init_cache
 
 CELLS = ["lstm", "gru"]
 
@@ -82,6 +83,7 @@ def test_decode_step_by_step_equals_full_sequence(cell):
     cache = model.init(jax.random.key(0), jnp.zeros((B, 32), jnp.int32), train=False,
                        decode=True)["cache"]
     assert all(float(jnp.abs(c).max()) == 0.0 for c in jax.tree.leaves(cache))  # fresh state
+    assert jax.tree.map(jnp.shape, cache) == jax.tree.map(jnp.shape, init_cache(model, B))
 
     @jax.jit
     def step(cache, tok):

@@ -45,25 +45,40 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def save(self, step: int, state: Any, data_iterator: Any | None,
-             metrics: dict[str, float] | None = None, force: bool = True) -> bool:
+             metrics: dict[str, float] | None = None, host: dict | None = None,
+             force: bool = True) -> bool:
+        """Starts an async save of the state, the iterator position and small host-side
+        values (`host`, JSON); returns at once unless a previous save is still running."""
         items = {"state": ocp.args.StandardSave(state)}
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+        if host is not None:
+            items["host"] = ocp.args.JsonSave(host)
         return self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=force)
 
-    def restore(self, step: int, abstract_state: Any, data_iterator: Any | None = None) -> Any:
+    def restore(self, step: int, abstract_state: Any, data_iterator: Any | None = None) -> tuple[Any, dict]:
         """Restores `step` into arrays laid out like `abstract_state` (shapes + shardings);
-        moves `data_iterator` to the saved position when given."""
+        moves `data_iterator` to the saved position when given. Returns (state, host values)."""
         items = {"state": ocp.args.StandardRestore(abstract_state)}
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+        step_dir = os.path.join(self.directory, str(step))
+        if os.path.isdir(os.path.join(step_dir, "host")):
+            items["host"] = ocp.args.JsonRestore()
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-        return restored["state"]
+        return restored["state"], (restored["host"] if "host" in items else None) or {}
 
-    def restore_state_only(self, step: int, abstract_state: Any) -> Any:
-        restored = self.manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
-        return restored["state"]
+    def set_aside(self, step: int) -> str:
+        """Moves an unreadable checkpoint out of the way (never deletes it); returns where."""
+        src = os.path.join(self.directory, str(step))
+        dst = os.path.join(os.path.dirname(self.directory), f"checkpoints-unreadable-{step}")
+        n = 0
+        while os.path.exists(dst):
+            n += 1
+            dst = os.path.join(os.path.dirname(self.directory), f"checkpoints-unreadable-{step}.{n}")
+        os.rename(src, dst)
+        self.manager.reload()
+        return dst
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

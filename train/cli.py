@@ -72,7 +72,7 @@ def _experiment_and_state(workdir: str):
     step = exp.checkpointer.latest_step()
     if step is None:
         raise checks.ConfigError(f"{workdir} has no checkpoint yet; train there first.")
-    return exp, exp.restore(step), step
+    return exp, exp.restore(step)[0], step
 
 
 def cmd_eval(args: list[str], flags) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import time
+import sys
 from typing import Any
 
 import jax
@@ -121,10 +121,10 @@ class Experiment:
                                       self.ema, self.mesh, self.rules)
         return state
 
-    def restore(self, step: int, data_iterator=None):
+    def restore(self, step: int, data_iterator=None) -> tuple[Any, dict]:
+        """(state, host values) of checkpoint `step`, placed on the mesh; moves
+        `data_iterator` (when given) to the saved position."""
         target = checkpoints.abstract_with_shardings(self.abstract_state, self.state_shardings)
-        if data_iterator is None:
-            return self.checkpointer.restore_state_only(step, target)
         return self.checkpointer.restore(step, target, data_iterator)
 
     def evaluate(self, state) -> dict[str, float]:
@@ -147,54 +147,129 @@ class Experiment:
 
 
 def _mean_metrics(history: list[dict]) -> dict[str, float]:
-    host = jax.device_get(history)
-    return {f"train/{k}": float(np.mean([h[k] for h in host])) for k in host[0]}
+    return {f"train/{k}": float(np.mean([h[k] for h in history])) for k in history[0]}
+
+
+class WorkdirLock:
+    """One run per workdir: a second `train` on the same workdir stops with one line.
+
+    An advisory `flock`, released by the OS when the process dies (SIGKILL included), so a
+    crashed run never leaves a stale lock. Process 0 holds it for multi-process runs.
+    """
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, ".lock")
+        self._fd = None
+
+    def __enter__(self):
+        import fcntl
+        if jax.process_index() != 0:
+            return self
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            self._fd = None
+            from train.checks import ConfigError
+            raise ConfigError(f"another run (pid {holder}) is training in {os.path.dirname(self.path)}; "
+                              "wait for it or use another --workdir.") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+        return self
+
+    def __exit__(self, *exc):
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock
+
+
+def restore_or_start(exp: Experiment, data_iter, say) -> tuple[Any, int, list[dict], Any]:
+    """The resume order: the newest readable checkpoint in the workdir, else
+    `checkpoint.init_from`, else a fresh state. Unreadable checkpoints are set aside
+    (renamed, never deleted) with a warning, and the previous one is tried."""
+    for step in reversed(exp.checkpointer.all_steps()):
+        try:
+            state, host = exp.restore(step, data_iter)
+        except Exception as e:  # a truncated or corrupt save: fall back, keep the files
+            where = exp.checkpointer.set_aside(step)
+            say(f"strata: warning: checkpoint {step} is unreadable ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:160]}); moved to {where}, trying the previous one.")
+            data_iter = exp.train_iterator()
+            continue
+        return state, step, host.get("window", []), data_iter
+    state = exp.fresh_state()
+    init_from = exp.config.checkpoint.get("init_from", "")
+    if init_from:
+        from train.init_from import params_from
+        params, report = params_from(init_from, state.params, exp.state_shardings.params,
+                                     strict=exp.config.checkpoint.get("init_strict", True))
+        state = state.replace(params=params, ema_params=params if state.ema_params is not None else None)
+        problems = ", ".join(f"{len(v)} {k}" for k, v in report.items() if v) or "all matched"
+        say(f"strata: parameters from {init_from} ({problems})")
+        for kind, names in report.items():
+            for name in names:
+                say(f"strata:   {kind}: {name}")
+    return state, 0, [], data_iter
+
+
+def _preemption_requested(flag: _SignalFlag, step: int) -> bool:
+    """SIGTERM/SIGINT here, or (multi-host) JAX's preemption notice reaching any process;
+    every process agrees on the same step."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        try:
+            if multihost_utils.reached_preemption_sync_point(step):
+                return True
+        except Exception:  # the preemption service is not running (e.g. local processes)
+            pass
+    return flag.signum is not None
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Trains (or resumes) the run described by `config` in `workdir`; returns the last
     metrics written. Raises `Preempted` after a signal, once the checkpoint is safe."""
-    c = config
     os.makedirs(workdir, exist_ok=True)
+    with WorkdirLock(workdir):
+        return _train_locked(config, workdir)
+
+
+def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    c = config
     exp = Experiment(c, workdir)
     if jax.process_index() == 0:
         manifest.write_json(os.path.join(exp.workdir, "config.json"), manifest.config_to_dict(c))
         manifest.write_json(os.path.join(exp.workdir, "manifest.json"), manifest.build_manifest(c, exp.mesh))
-
-    data_iter = exp.train_iterator()
-    start = exp.checkpointer.latest_step()
-    if start is not None:
-        state = exp.restore(start, data_iter)
-        resumed = f"resumed from step {start}"
-    else:
-        state, start = exp.fresh_state(), 0
-        resumed = "fresh start"
+    say = (lambda m: print(m, file=sys.stderr, flush=True)) if jax.process_index() == 0 else (lambda m: None)
+    state, start, history, data_iter = restore_or_start(exp, exp.train_iterator(), say)
     writer = writers.MetricWriter(exp.workdir, c.train.steps, start, progress=c.train.get("progress", True))
-    writer.message(f"strata: {resumed}; {count_params(state.params):,} parameters; "
-                   f"mesh {dict(exp.mesh.shape)}; workdir {exp.workdir}")
+    writer.message(f"strata: {'resumed from step %d' % start if start else 'fresh start'}; "
+                   f"{count_params(state.params):,} parameters; mesh {dict(exp.mesh.shape)}; "
+                   f"workdir {exp.workdir}")
 
     train_step = step_lib.jit_train_step(
         exp.model, exp.task, exp.tx, exp.state_shardings, exp.batch_sharding,
         ema_decay=c.train.get("ema_decay", 0.0), grad_accum=c.train.get("grad_accum", 1))
     last: dict[str, float] = {}
-    history: list[dict] = []
-    timer, steps_since = writers.Timer(), 0
-    step = start
+    pending: list[dict] = []  # device metrics since the last log; fetched only when logging
+    timer, steps_since, step = writers.Timer(), 0, start
     try:
         with _SignalFlag() as flag:
             while step < c.train.steps:
                 batch = to_global(next(data_iter), exp.mesh)
                 state, metrics = train_step(state, batch)
                 step += 1
-                history.append(metrics)
+                pending.append(metrics)
                 steps_since += 1
                 writer.advance()
                 scalars: dict[str, float] = {}
                 is_last = step == c.train.steps
                 if step % c.train.log_every == 0 or is_last:
+                    history += jax.device_get(pending)
+                    pending = []
                     scalars.update(_mean_metrics(history))
                     history = []
-                    scalars["train/steps_per_sec"] = steps_since / max(timer.lap(), 1e-9)
+                    writer.perf(step, {"perf/steps_per_sec": steps_since / max(timer.lap(), 1e-9)})
                     steps_since = 0
                     if scalars.get("train/nonfinite", 0.0) > 0:
                         writer.write(step, scalars)
@@ -208,14 +283,23 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                     scalars.update(exp.evaluate(state))
                 writer.write(step, scalars)
                 last.update(scalars)
+                preempt = _preemption_requested(flag, step)
                 want_ckpt = (c.train.checkpoint_every and step % c.train.checkpoint_every == 0) or is_last
-                if want_ckpt or flag.signum is not None:
-                    evals = {k: v for k, v in scalars.items() if k.startswith("eval/")}
-                    exp.checkpointer.save(step, state, data_iter, metrics=evals or None)
-                if flag.signum is not None and not is_last:
+                if want_ckpt or preempt:
+                    # The partial log window travels with the checkpoint, so a resumed run
+                    # logs the same means as an uninterrupted one.
+                    history += jax.device_get(pending)
+                    pending = []
+                    # Never save a state that went non-finite; the next log stops the run.
+                    if not any(h.get("nonfinite", 0) for h in history):
+                        evals = {k: v for k, v in scalars.items() if k.startswith("eval/")}
+                        window = [{k: float(v) for k, v in h.items()} for h in history]
+                        exp.checkpointer.save(step, state, data_iter, metrics=evals or None,
+                                              host={"window": window})
+                if preempt and not is_last:
                     exp.checkpointer.wait()
-                    writer.message(f"strata: stopped by signal {flag.signum} at step {step}; "
-                                   f"checkpoint saved. Rerun the same command to resume.")
+                    writer.message(f"strata: stopped by signal at step {step}; checkpoint saved. "
+                                   "Rerun the same command to resume.")
                     raise Preempted(step)
     finally:
         exp.checkpointer.close()

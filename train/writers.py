@@ -2,7 +2,8 @@
 
 Only process 0 writes. `metrics.jsonl` holds one JSON object per line,
 `{"step": N, "train/loss": ..., "eval/accuracy": ...}`, each step at most once: on
-resume, lines after the restored step are dropped before new ones are appended.
+resume, lines after the restored step are dropped before new ones are appended. Timings
+go to DIR/perf.jsonl, so metrics.jsonl is identical for identical runs.
 """
 from __future__ import annotations
 
@@ -66,6 +67,7 @@ class MetricWriter:
             return
         truncate_metrics(self.path, start_step)
         self._file = open(self.path, "a")
+        self._perf = open(os.path.join(workdir, "perf.jsonl"), "a")
         try:
             from tensorboardX import SummaryWriter
             self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
@@ -90,6 +92,20 @@ class MetricWriter:
                      for k, v in row.items() if k in ("train/loss", "eval/accuracy", "eval/loss")}
             self._bar.set_postfix(shown, refresh=False)
 
+    def perf(self, step: int, scalars: dict[str, float]) -> None:
+        """Timings (steps/s, wall time): TensorBoard and DIR/perf.jsonl, never metrics.jsonl,
+        which stays bit-for-bit reproducible."""
+        if not self.enabled:
+            return
+        row = {"step": int(step), "time": time.time(), **{k: float(v) for k, v in scalars.items()}}
+        self._perf.write(json.dumps(row) + "\n")
+        self._perf.flush()
+        if self._tb is not None:
+            for k, v in scalars.items():
+                self._tb.add_scalar(k, float(v), int(step))
+        if self._bar is not None:
+            self._bar.set_postfix_str(self._bar.postfix or "", refresh=False)
+
     def advance(self, steps: int = 1) -> None:
         if self._bar is not None:
             self._bar.update(steps)
@@ -106,6 +122,7 @@ class MetricWriter:
         if not self.enabled:
             return
         self._file.close()
+        self._perf.close()
         if self._tb is not None:
             self._tb.close()
         if self._bar is not None:

@@ -157,8 +157,9 @@ def ddim_step(schedule: dict, x_t: jnp.ndarray, t: jnp.ndarray, t_prev: jnp.ndar
     first = _expand(t_prev, x_t) < 0  # t_prev = -1: the clean image
     t_prev = jnp.maximum(t_prev, 0)
     abar_prev = jnp.where(first, 1.0, _at(schedule["alphas_cumprod"], t_prev, x_t))
-    var_prev = jnp.where(first, 0.0, _at(schedule["sqrt_one_minus_alphas_cumprod"], t_prev, x_t) ** 2)
-    var_t = _at(schedule["sqrt_one_minus_alphas_cumprod"], t, x_t) ** 2
+    sqrt_1m = schedule["sqrt_one_minus_alphas_cumprod"]
+    var_prev = jnp.where(first, 0.0, _at(sqrt_1m, t_prev, x_t) ** 2)  # 1 - abar_prev
+    var_t = _at(sqrt_1m, t, x_t) ** 2  # 1 - abar_t
     log_ratio = _at(schedule["log_alphas_cumprod"], t, x_t) - jnp.where(
         first, 0.0, _at(schedule["log_alphas_cumprod"], t_prev, x_t))  # log(abar_t / abar_prev)
     sigma2 = eta**2 * var_prev / var_t * -jnp.expm1(log_ratio)
