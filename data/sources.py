@@ -16,6 +16,8 @@ import tensorflow_datasets as tfds
 # Builders that need no network: name -> "module:Class".
 EMBEDDED: dict[str, str] = {
     "digits": "data.digits:Digits",
+    "pystdlib": "data.text:PyStdlib",
+    "text_files": "data.text:TextFiles",
 }
 
 

@@ -15,6 +15,7 @@ split's last record is shorter. Files are concatenated in a fixed order with
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import os
 import sys
@@ -127,20 +128,18 @@ class PyStdlib(tfds.core.GeneratorBasedBuilder):
         splits: dict[str, list[Segment]] = {"train": [], "validation": []}
         for rel in stdlib_files(root):
             splits[split_of(rel)].append((os.path.join(root, rel), 0, None))
-        return {name: _chunks(segments) for name, segments in splits.items()}
+        return {name: self._generate_examples(segments) for name, segments in splits.items()}
 
-    def _generate_examples(self):  # unused: `_split_generators` yields the examples
-        raise NotImplementedError
+    def _generate_examples(self, segments: Sequence[Segment]):
+        yield from _chunks(segments)
 
 
 # --- text_files ----------------------------------------------------------------------
 
+@dataclasses.dataclass(eq=False)
 class TextFilesConfig(tfds.core.BuilderConfig):
     """A set of local files; the name hashes their resolved paths, sizes and mtimes."""
-
-    def __init__(self, *, files: Sequence[str], **kwargs):
-        super().__init__(**kwargs)
-        self.files = tuple(files)
+    files: tuple[str, ...] = ()
 
 
 def text_files_config(files: Sequence[str]) -> TextFilesConfig:
@@ -155,7 +154,7 @@ def text_files_config(files: Sequence[str]) -> TextFilesConfig:
         resolved.append(path)
     identity = "\n".join(f"{p}\t{os.path.getsize(p)}\t{os.stat(p).st_mtime_ns}" for p in resolved)
     name = "files_" + hashlib.sha1(identity.encode("utf-8")).hexdigest()[:16]
-    return TextFilesConfig(name=name, files=resolved, version="1.0.0",
+    return TextFilesConfig(name=name, files=tuple(resolved), version="1.0.0",
                            description="Byte streams of: " + ", ".join(resolved))
 
 
@@ -196,10 +195,10 @@ class TextFiles(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         del dl_manager
         splits = text_files_splits(self.builder_config.files)
-        return {name: _chunks(segments) for name, segments in splits.items()}
+        return {name: self._generate_examples(segments) for name, segments in splits.items()}
 
-    def _generate_examples(self):
-        raise NotImplementedError
+    def _generate_examples(self, segments: Sequence[Segment]):
+        yield from _chunks(segments)
 
 
 # --- windows -------------------------------------------------------------------------
