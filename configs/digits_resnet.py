@@ -16,6 +16,7 @@ def get_config(arg: str | None = None):
     c.model.name = "resnet"
     c.model.depth = 20
     c.model.family = "cifar"
+    c.model.width = 16            # channels of the first stage (16-32-64)
     c.model.num_classes = 10
     c.model.dtype = "float32"
 

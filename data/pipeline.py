@@ -1,7 +1,7 @@
 """The Grain pipeline: seeded, sharded by process, checkpointable.
 
-Training:  source -> this process's slice -> shuffle(seed, per epoch) -> repeat
-           -> preprocess ops (seeded per element) -> batch(local) -> prefetch threads
+Training:  source -> shuffle(seed, per epoch) -> repeat -> preprocess ops (seeded per
+           element) -> batch(B / processes) -> this process's batches -> prefetch threads
 Evaluation: every example once, in order, the last batch padded and masked, the same
            number of batches on every process (collectives stay in step).
 """
@@ -27,15 +27,19 @@ def local_batch_size(global_batch_size: int, process_count: int) -> int:
 def train_dataset(source: Sequence[dict], *, global_batch_size: int, preprocess: str,
                   seed: int, process_index: int = 0, process_count: int = 1,
                   num_threads: int = 2, prefetch: int = 4) -> grain.IterDataset:
-    """An endless, shuffled stream of local batches; its iterator has get/set_state."""
+    """An endless, shuffled stream of local batches; its iterator has get/set_state.
+
+    The global stream (shuffle -> repeat -> augment -> batches of B/P rows) is the same for
+    any number of processes P; process p takes local batches p, p+P, p+2P, ..., so global
+    batch b is the same examples, augmented the same way, on 1 process or on 64.
+    """
     batch = local_batch_size(global_batch_size, process_count)
-    ds = grain.MapDataset.source(source)[process_index::process_count]
-    if len(ds) < batch:
-        raise ValueError(f"this process has {len(ds)} training examples, fewer than one "
-                         f"batch of {batch}; lower train.batch_size.")
-    ds = ds.shuffle(seed=seed).repeat()
+    if len(source) < global_batch_size:
+        raise ValueError(f"the training split has {len(source)} examples, fewer than one "
+                         f"batch of {global_batch_size}; lower train.batch_size.")
+    ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat()
     ds = ds.random_map(ops_lib.compose(preprocess), seed=seed + 1)
-    ds = ds.batch(batch, drop_remainder=True)
+    ds = ds.batch(batch, drop_remainder=True)[process_index::process_count]
     return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
 
 

@@ -92,3 +92,18 @@ def abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:
     """ShapeDtypeStructs carrying the target shardings, for `StandardRestore`."""
     return jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings)
+
+
+def read_state(state_dir: str) -> Any:
+    """Any saved state as host numpy arrays, whatever mesh or process count saved it
+    (for fine-tuning starts, inspection and tests)."""
+    import numpy as np
+    checkpointer = ocp.StandardCheckpointer()
+    meta = checkpointer.metadata(state_dir)
+    tree = getattr(meta, "item_metadata", meta)
+    tree = getattr(tree, "tree", tree)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device), tree,
+                          is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
+    restored = checkpointer.restore(state_dir, target)
+    return jax.tree.map(np.asarray, restored)

@@ -117,6 +117,9 @@ def cmd_inspect(args: list[str], flags) -> int:
 
 
 def dispatch(command: str, args: list[str], flags, *, default_config: str, default_workdir: str) -> int:
+    if command in ("train", "eval", "sample"):
+        from train import distributed  # before anything touches a device
+        distributed.initialize(flags.coordinator_address, flags.num_processes, flags.process_id)
     if command == "train":
         return cmd_train(args, flags, default_workdir)
     handlers: dict[str, Any] = {"eval": cmd_eval, "sample": cmd_sample, "prepare": cmd_prepare,

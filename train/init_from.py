@@ -40,10 +40,8 @@ def resolve_state_dir(path: str) -> str:
 
 def load_params(path: str) -> dict:
     """The saved parameters as a nested dict of numpy arrays."""
-    state_dir = resolve_state_dir(path)
-    restored = ocp.StandardCheckpointer().restore(state_dir)
-    params = restored["params"] if isinstance(restored, dict) else restored.params
-    return jax.tree.map(np.asarray, params)
+    from train.checkpoints import read_state
+    return read_state(resolve_state_dir(path))["params"]
 
 
 def merge_params(fresh: Any, loaded: dict, strict: bool) -> tuple[Any, dict[str, list[str]]]:
