@@ -9,7 +9,9 @@ ACCEL  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu
 JAX_VERSION := $(shell sed -n 's/^jax==//p' requirements.lock)
 STAMP  := $(VENV)/.installed-$(ACCEL)
 
-.PHONY: train test bench lock clean-venv
+.PHONY: install train test bench lock clean-venv
+
+install: $(STAMP)
 
 $(STAMP): requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
