@@ -52,6 +52,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint.best_metric = ""  # e.g. "eval/accuracy": also keep the best checkpoint
     c.checkpoint.best_mode = "max"
     c.checkpoint.async_save = True
+    c.checkpoint.init_from = ""    # fine-tuning start: a workdir, its checkpoints/ or one step folder
+    c.checkpoint.init_strict = True  # False: load the matching parameters, keep the rest fresh
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1               # -1 = all devices not used by the other axes
@@ -71,3 +73,92 @@ def parse_arg(arg: str | None, **defaults):
         kind = type(out[key])
         out[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
     return out
+
+
+# --- Sweeps: a config file's optional `get_sweep(arg)` returns a list of trials, each a
+# dict of overrides {"optimizer.learning_rate": 0.1, "model.depth": 20}. These helpers
+# build such lists; `python run.py sweep` runs them (see train/sweeps.py).
+
+def _axis_values(key: str, values) -> list:
+    if not isinstance(values, (list, tuple, range)):
+        raise TypeError(f"sweep axis {key!r} needs a list of values, got {values!r}; "
+                        f"write [{values!r}] for a single value.")
+    return list(values)
+
+
+def _as_trials(part) -> list[dict]:
+    if isinstance(part, dict):  # axes {key: [values]}: their product
+        trials = [{}]
+        for key, values in part.items():
+            trials = [{**t, key: v} for t in trials for v in _axis_values(key, values)]
+        return trials
+    return [dict(t) for t in part]  # already a list of trials
+
+
+def product(*parts) -> list[dict]:
+    """Every combination of the parts' trials, the last key varying fastest.
+
+    A part is a dict of axes `{key: [values]}` or a list of trials:
+
+        product({"optimizer.learning_rate": [0.03, 0.1], "model.depth": [8, 20]})  # 4 trials
+        product(zip_axes({"model.width": [64, 128], "model.num_heads": [2, 4]}),
+                {"optimizer.learning_rate": [1e-3, 3e-3]})                         # 4 trials
+    """
+    trials = [{}]
+    for part in parts:
+        trials = [{**t, **o} for t in trials for o in _as_trials(part)]
+    return trials
+
+
+def zip_axes(axes: dict) -> list[dict]:
+    """One trial per position: zip_axes({"a": [1, 2], "b": [3, 4]}) -> [{a: 1, b: 3}, {a: 2, b: 4}]."""
+    columns = {k: _axis_values(k, v) for k, v in axes.items()}
+    lengths = {k: len(v) for k, v in columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"zip_axes needs axes of one length, got {lengths}.")
+    n = next(iter(lengths.values()), 0)
+    return [{k: v[i] for k, v in columns.items()} for i in range(n)]
+
+
+def uniform(low: float, high: float, digits: int = 2):
+    """For `random_search`: a float in [low, high), rounded to `digits` significant digits."""
+    return lambda rng: float(f"{low + (high - low) * rng.random():.{digits}g}")
+
+
+def log_uniform(low: float, high: float, digits: int = 2):
+    """For `random_search`: a float whose log is uniform in [log low, log high) (learning
+    rates, weight decays), rounded to `digits` significant digits."""
+    import math
+    lo, hi = math.log(low), math.log(high)
+    return lambda rng: float(f"{math.exp(lo + (hi - lo) * rng.random()):.{digits}g}")
+
+
+def random_search(space: dict, num_trials: int, seed: int = 0) -> list[dict]:
+    """`num_trials` distinct trials drawn from `space`; the same seed gives the same trials.
+
+    Each value in `space` is a list (one element, chosen uniformly), `uniform(lo, hi)` or
+    `log_uniform(lo, hi)`, or a constant:
+
+        random_search({"optimizer.learning_rate": log_uniform(1e-3, 1e-1),
+                       "model.depth": [8, 14, 20]}, num_trials=6, seed=0)
+    """
+    import random
+    rng = random.Random(seed)  # Mersenne Twister: the same draws on every Python version
+    trials: list[dict] = []
+    for _ in range(100 * num_trials):
+        if len(trials) == num_trials:
+            break
+        trial = {}
+        for key, value in space.items():
+            if callable(value):
+                trial[key] = value(rng)
+            elif isinstance(value, (list, tuple, range)):
+                trial[key] = list(value)[rng.randrange(len(value))]
+            else:
+                trial[key] = value
+        if trial not in trials:
+            trials.append(trial)
+    if len(trials) < num_trials:
+        raise ValueError(f"random_search found only {len(trials)} distinct trials of {num_trials}; "
+                         "widen the space or keep more digits.")
+    return trials

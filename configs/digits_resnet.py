@@ -7,7 +7,7 @@ Sized for a 2-core CPU: 600 steps of batch 128 (~53 epochs of 1,437 images) reac
 about 99% test accuracy in about 2 minutes, first dataset preparation included.
 `:runlocal` is a 60-step smoke run.
 """
-from configs.common import base_config, parse_arg
+from configs.common import base_config, parse_arg, product
 
 
 def get_config(arg: str | None = None):
@@ -48,3 +48,17 @@ def get_config(arg: str | None = None):
         c.train.checkpoint_every = 30
         c.train.log_every = 10
     return c
+
+
+def get_sweep(arg: str | None = None):
+    """Learning rate x depth: 4 trials of 200 steps, logged every 10, evaluated every 50.
+
+        python run.py sweep --config configs/digits_resnet.py --workdir runs/sw --parallel 2
+        python run.py report runs/sw     # runs/sw/report.md, report.csv, plots/*.png
+
+    `:runlocal` sweeps the 60-step smoke run instead.
+    """
+    args = parse_arg(arg, runlocal=False)
+    fixed = {} if args.runlocal else {"train.steps": [200], "train.log_every": [10],
+                                          "train.eval_every": [50]}
+    return product({"optimizer.learning_rate": [0.05, 0.2], "model.depth": [8, 20]}, fixed)
