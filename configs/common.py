@@ -67,7 +67,9 @@ def parse_arg(arg: str | None, **defaults):
     """"key=value,key2=value2" -> ConfigDict of `defaults` with those values (typed)."""
     out = ml_collections.ConfigDict(defaults)
     for item in filter(None, (arg or "").split(",")):
-        key, _, value = item.partition("=")
+        key, eq, value = item.partition("=")
+        if not eq:  # a bare flag name, e.g. `:runlocal`, means True
+            value = "true"
         if key not in out:
             raise ValueError(f"unknown config arg {key!r}. Valid: {', '.join(sorted(out))}.")
         kind = type(out[key])

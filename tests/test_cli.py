@@ -9,7 +9,7 @@ from helpers import run_cli
 @pytest.mark.parametrize("args,expected", [
     (["train", "--config.train.stepz=3"], "unknown config key 'train.stepz'. Did you mean 'train.steps'?"),
     (["train", "--config.train.steps=abc"], "wrong value for config.train.steps: 'abc' (expects an int)"),
-    (["train", "--config", "configs/nope.py"], "config file 'configs/nope.py' not found. Available: configs/digits_resnet.py"),
+    (["train", "--config", "configs/nope.py"], "config file 'configs/nope.py' not found. Available: configs/"),
     (["train", "--config.model.name=resnt"], "unknown model 'resnt'. Did you mean 'resnet'? Valid:"),
     (["train", "--config.data.name=digitz"], "unknown dataset 'digitz'. Did you mean 'digits'?"),
     (["train", "--config.train.steps=0"], "config.train.steps must be positive, got 0."),

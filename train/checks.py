@@ -15,7 +15,8 @@ POSITIVE_KEYS = ("train.steps", "train.batch_size", "train.log_every", "checkpoi
 NON_NEGATIVE_KEYS = ("train.eval_every", "train.checkpoint_every", "train.grad_accum",
                      "optimizer.learning_rate", "optimizer.warmup_steps")
 # Keys that change nothing about the numbers, so a resume may change them freely.
-RESUME_FREE_KEYS = ("train.progress", "data.num_threads", "data.data_dir", "checkpoint.async_save")
+RESUME_FREE_KEYS = ("train.progress", "data.num_threads", "data.data_dir", "checkpoint.async_save",
+                    "checkpoint.init_from", "checkpoint.init_strict")  # init_*: only for a fresh start
 
 
 def _get(config: ml_collections.ConfigDict, dotted: str):
@@ -39,6 +40,29 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         raise ConfigError("config.model.name is empty; set it in the config file.")
     if not config.data.get("name"):
         raise ConfigError("config.data.name is empty; set it (e.g. --config.data.name=digits).")
+    ckpt = config.get("checkpoint", {})
+    if ckpt.get("best_mode", "max") not in ("max", "min"):
+        raise ConfigError(f"config.checkpoint.best_mode must be 'max' or 'min', got {ckpt.best_mode!r}.")
+    if ckpt.get("best_metric") and not ckpt.best_metric.startswith("eval/"):
+        raise ConfigError(f"config.checkpoint.best_metric must name an eval metric such as "
+                          f"'eval/accuracy', got {ckpt.best_metric!r}.")
+
+
+def check_buildable(config: ml_collections.ConfigDict) -> None:
+    """Names (model, task, dataset) and the mesh and batch against the devices: checked
+    before the workdir is looked at, so a mistake is reported as itself."""
+    from data import sources
+    from models import build_model
+    from train import sharding
+    from train.tasks import build_task
+    build_model(**config.model)
+    build_task(**config.task)
+    if config.data.name.split(":")[0].split("/")[0] not in sources.EMBEDDED:
+        sources.get_builder(config.data.name, config.data.get("data_dir") or None)
+    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    sharding.check_batch(config.train.batch_size, mesh)
+    if config.train.get("eval_batch_size", 0):
+        sharding.check_batch(config.train.eval_batch_size, mesh)
 
 
 def check_workdir(workdir: str) -> None:
@@ -51,6 +75,11 @@ def check_workdir(workdir: str) -> None:
         raise ConfigError(f"cannot create workdir {workdir!r}: {e.strerror}; choose another --workdir.") from None
     if not os.access(workdir, os.W_OK | os.X_OK):
         raise ConfigError(f"workdir {workdir!r} is not writable; choose another --workdir or fix its permissions.")
+
+
+def has_checkpoints(workdir: str) -> bool:
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    return os.path.isdir(ckpt_dir) and any(d.isdigit() for d in os.listdir(ckpt_dir))
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -73,9 +102,10 @@ def config_differences(saved: dict, new: dict) -> list[str]:
 
 
 def check_resume_config(workdir: str, config: ml_collections.ConfigDict, allow_change: bool) -> None:
-    """Resuming with a different config is refused unless explicitly allowed."""
+    """Resuming with a different config is refused unless explicitly allowed. A workdir
+    without a checkpoint holds nothing to resume, so any config may start there."""
     path = os.path.join(workdir, "config.json")
-    if allow_change or not os.path.exists(path):
+    if allow_change or not os.path.exists(path) or not has_checkpoints(workdir):
         return
     with open(path) as f:
         saved = json.load(f)

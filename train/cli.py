@@ -53,7 +53,10 @@ def cmd_train(args: list[str], flags, default_workdir: str) -> int:
                                  "set with --config.KEY=VALUE.")
     bare = flags.workdir is None
     workdir = flags.workdir or default_workdir
+    # Order: the config's own values, then names and devices, then the workdir; so each
+    # mistake is reported as itself, and nothing in the workdir is touched before all pass.
     checks.check_config(config)
+    checks.check_buildable(config)
     checks.check_workdir(workdir)
     checks.check_resume_config(workdir, config, allow_change=flags.allow_config_change)
     if bare:
@@ -66,13 +69,24 @@ def cmd_train(args: list[str], flags, default_workdir: str) -> int:
 
 
 def _experiment_and_state(workdir: str):
+    """The run's Experiment (read-only: a run may be training there) and the newest
+    checkpoint that can be read; unreadable ones are skipped with a warning, not moved."""
     from train.loop import Experiment
     config = saved_config(workdir)
-    exp = Experiment(config, workdir)
-    step = exp.checkpointer.latest_step()
-    if step is None:
+    exp = Experiment(config, workdir, read_only=True)
+    steps = exp.checkpointer.all_steps()
+    if not steps:
+        exp.checkpointer.close()
         raise checks.ConfigError(f"{workdir} has no checkpoint yet; train there first.")
-    return exp, exp.restore(step)[0], step
+    for step in reversed(steps):
+        try:
+            return exp, exp.restore(step)[0], step
+        except Exception as e:  # a damaged checkpoint: the previous one will do
+            print(f"strata: warning: checkpoint {step} is unreadable ({type(e).__name__}: "
+                  f"{(str(e).strip().splitlines() or [''])[0][:160]}); trying the previous one.",
+                  file=sys.stderr, flush=True)
+    exp.checkpointer.close()
+    raise checks.ConfigError(f"no checkpoint in {exp.checkpointer.directory} could be read.")
 
 
 def cmd_eval(args: list[str], flags) -> int:

@@ -7,13 +7,13 @@ matching parameters are loaded and the rest keep their fresh initialisation.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import traverse_util
 
 log = logging.getLogger("strata")
@@ -39,38 +39,61 @@ def resolve_state_dir(path: str) -> str:
 
 
 def load_params(path: str) -> dict:
-    """The saved parameters as a nested dict of numpy arrays."""
-    from train.checkpoints import read_state
-    return read_state(resolve_state_dir(path))["params"]
+    """The saved parameters as a nested dict of numpy arrays, checked against the checksums
+    saved with them (when the checkpoint has them)."""
+    from train.checkpoints import read_state, verify_digest
+    state_dir = resolve_state_dir(path)
+    params = read_state(state_dir)["params"]
+    host = os.path.join(os.path.dirname(state_dir), "host", "metadata")
+    if os.path.exists(host):
+        with open(host) as f:
+            digest = json.load(f).get("digest")
+        saved = {k: v for k, v in (digest or {}).items() if k.startswith("params/")}
+        verify_digest({"params": params}, saved, f"checkpoint.init_from={path!r}")
+    return params
 
 
-def merge_params(fresh: Any, loaded: dict, strict: bool) -> tuple[Any, dict[str, list[str]]]:
-    """`fresh` with every same-path, same-shape leaf of `loaded` copied in; and the report."""
-    flat_fresh = traverse_util.flatten_dict(jax.device_get(fresh), sep="/")
+def match_report(target: Any, loaded: dict) -> dict[str, list[str]]:
+    """Missing, unexpected and shape-mismatched parameter paths of `loaded` against
+    `target` (arrays or ShapeDtypeStructs: no values needed)."""
+    flat_target = traverse_util.flatten_dict(target, sep="/")
     flat_loaded = traverse_util.flatten_dict(loaded, sep="/")
-    report = {
-        "missing": sorted(set(flat_fresh) - set(flat_loaded)),
-        "unexpected": sorted(set(flat_loaded) - set(flat_fresh)),
+    return {
+        "missing": sorted(set(flat_target) - set(flat_loaded)),
+        "unexpected": sorted(set(flat_loaded) - set(flat_target)),
         "shape_mismatch": sorted(
-            f"{k} {tuple(flat_loaded[k].shape)} -> {tuple(flat_fresh[k].shape)}"
-            for k in set(flat_fresh) & set(flat_loaded)
-            if tuple(flat_fresh[k].shape) != tuple(flat_loaded[k].shape)),
+            f"{k} {tuple(flat_loaded[k].shape)} -> {tuple(flat_target[k].shape)}"
+            for k in set(flat_target) & set(flat_loaded)
+            if tuple(flat_target[k].shape) != tuple(flat_loaded[k].shape)),
     }
+
+
+def check_match(report: dict[str, list[str]], strict: bool) -> None:
+    """With `strict`, any missing, unexpected or mismatched parameter is an error."""
     problems = {k: v for k, v in report.items() if v}
     if strict and problems:
         shown = "; ".join(f"{k}: {', '.join(v[:4])}{' ...' if len(v) > 4 else ''}" for k, v in problems.items())
         raise InitFromError(f"checkpoint.init_from does not match the model ({shown}); "
                             "set --config.checkpoint.init_strict=False to load what matches.")
+
+
+def merge_params(fresh: Any, loaded: dict, strict: bool) -> tuple[Any, dict[str, list[str]]]:
+    """`fresh` with every same-path, same-shape leaf of `loaded` copied in; and the report."""
+    report = match_report(fresh, loaded)
+    check_match(report, strict)
+    flat_fresh = traverse_util.flatten_dict(jax.device_get(fresh), sep="/")
+    flat_loaded = traverse_util.flatten_dict(loaded, sep="/")
     merged = dict(flat_fresh)
     mismatched = {s.split(" ")[0] for s in report["shape_mismatch"]}
     for k, v in flat_loaded.items():
         if k in flat_fresh and k not in mismatched:
-            merged[k] = v.astype(flat_fresh[k].dtype)
+            merged[k] = np.asarray(v).astype(flat_fresh[k].dtype)
     return traverse_util.unflatten_dict(merged, sep="/"), report
 
 
-def params_from(path: str, fresh_params: Any, shardings: Any, strict: bool) -> tuple[Any, dict]:
+def params_from(path: str, fresh_params: Any, shardings: Any, strict: bool,
+                loaded: dict | None = None) -> tuple[Any, dict]:
     """Parameters for a new run, placed with `shardings` (those of the fresh params)."""
-    merged, report = merge_params(fresh_params, load_params(path), strict)
+    merged, report = merge_params(fresh_params, load_params(path) if loaded is None else loaded, strict)
     placed = jax.tree.map(lambda x, s: jax.device_put(x, s), merged, shardings)
     return placed, report

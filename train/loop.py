@@ -3,6 +3,10 @@
 Resume order (written once, here): a checkpoint in WORKDIR, else `checkpoint.init_from`,
 else a fresh start. Per step: `state, metrics = train_step(state, batch)` with the state
 donated and no host sync; metrics are fetched only every `train.log_every` steps.
+
+Stopping: SIGTERM/SIGINT finish the current step, save, and exit with EXIT_PREEMPTED (75);
+a non-finite loss, gradient norm or state stops the run (exit 2) and is never saved.
+Rerunning the same command resumes bit-identically (tests/test_resume.py).
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import sys
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -79,7 +84,8 @@ class Experiment:
     Used by `train` and by `run.py eval|sample`, so all of them build things identically.
     """
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str, *, need_train_data: bool = True):
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str, *, need_train_data: bool = True,
+                 read_only: bool = False):
         self.config = config
         self.workdir = os.path.abspath(workdir)
         c = config
@@ -104,7 +110,7 @@ class Experiment:
             os.path.join(self.workdir, "checkpoints"), keep=c.checkpoint.keep,
             best_metric=c.checkpoint.get("best_metric") or None,
             best_mode=c.checkpoint.get("best_mode", "max"),
-            async_save=c.checkpoint.get("async_save", True))
+            async_save=c.checkpoint.get("async_save", True), read_only=read_only)
         self.eval_step = step_lib.jit_eval_step(self.model, self.task, self.state_shardings,
                                                 self.batch_sharding)
 
@@ -147,7 +153,18 @@ class Experiment:
 
 
 def _mean_metrics(history: list[dict]) -> dict[str, float]:
-    return {f"train/{k}": float(np.mean([h[k] for h in history])) for k in history[0]}
+    """Means over the log window, in float64: a window restored from a checkpoint (JSON
+    floats) and one held on the host (float32) give bit-identical means."""
+    return {f"train/{k}": float(np.mean(np.asarray([h[k] for h in history], np.float64)))
+            for k in history[0]}
+
+
+def _first_nonfinite(history: list[dict], step: int) -> int | None:
+    """The step of the first non-finite entry in a window that ends at `step`."""
+    for i, h in enumerate(history):
+        if h.get("nonfinite", 0):
+            return step - len(history) + 1 + i
+    return None
 
 
 class WorkdirLock:
@@ -186,25 +203,46 @@ class WorkdirLock:
 
 def restore_or_start(exp: Experiment, data_iter, say) -> tuple[Any, int, list[dict], Any]:
     """The resume order: the newest readable checkpoint in the workdir, else
-    `checkpoint.init_from`, else a fresh state. Unreadable checkpoints are set aside
-    (renamed, never deleted) with a warning, and the previous one is tried."""
+    `checkpoint.init_from`, else a fresh state.
+
+    A checkpoint that cannot be read (a save cut short, a truncated file) is skipped with a
+    warning and the previous one is tried; once one is read, the unreadable newer ones are
+    moved aside (renamed, never deleted) so new saves can take their step numbers. If none
+    can be read, nothing is moved and the run stops: it never silently starts over.
+    """
+    unreadable: list[tuple[int, str]] = []
     for step in reversed(exp.checkpointer.all_steps()):
         try:
             state, host = exp.restore(step, data_iter)
         except Exception as e:  # a truncated or corrupt save: fall back, keep the files
-            where = exp.checkpointer.set_aside(step)
-            say(f"strata: warning: checkpoint {step} is unreadable ({type(e).__name__}: "
-                f"{str(e).splitlines()[0][:160]}); moved to {where}, trying the previous one.")
+            why = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]}"
+            unreadable.append((step, why))
+            say(f"strata: warning: checkpoint {step} in {exp.checkpointer.directory} is "
+                f"unreadable ({why}); trying the previous one.")
             data_iter = exp.train_iterator()
             continue
+        for bad, _ in unreadable:
+            where = exp.checkpointer.set_aside(bad)
+            say(f"strata: warning: unreadable checkpoint {bad} moved to {where} (kept, not deleted).")
         return state, step, host.get("window", []), data_iter
-    state = exp.fresh_state()
+    if unreadable:
+        listed = "; ".join(f"{s}: {why}" for s, why in unreadable)
+        raise TrainingError(
+            f"no checkpoint in {exp.checkpointer.directory} could be read ({listed}); nothing was "
+            "moved or deleted. If the config changed the model, use another --workdir; if the "
+            "checkpoints are damaged, move that folder away to start over.")
     init_from = exp.config.checkpoint.get("init_from", "")
+    strict = exp.config.checkpoint.get("init_strict", True)
+    if init_from:  # checked against the shapes before any compute is spent
+        from train import init_from as init_lib
+        loaded = init_lib.load_params(init_from)
+        init_lib.check_match(init_lib.match_report(exp.abstract_state.params, loaded), strict)
+    state = exp.fresh_state()
     if init_from:
-        from train.init_from import params_from
-        params, report = params_from(init_from, state.params, exp.state_shardings.params,
-                                     strict=exp.config.checkpoint.get("init_strict", True))
-        state = state.replace(params=params, ema_params=params if state.ema_params is not None else None)
+        params, report = init_lib.params_from(init_from, state.params, exp.state_shardings.params,
+                                              strict=strict, loaded=loaded)
+        ema = jax.tree.map(jnp.copy, params) if state.ema_params is not None else None
+        state = state.replace(params=params, ema_params=ema)
         problems = ", ".join(f"{len(v)} {k}" for k, v in report.items() if v) or "all matched"
         say(f"strata: parameters from {init_from} ({problems})")
         for kind, names in report.items():
@@ -213,35 +251,70 @@ def restore_or_start(exp: Experiment, data_iter, say) -> tuple[Any, int, list[di
     return state, 0, [], data_iter
 
 
-def _preemption_requested(flag: _SignalFlag, step: int) -> bool:
-    """SIGTERM/SIGINT here, or (multi-host) JAX's preemption notice reaching any process;
-    every process agrees on the same step."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-        try:
-            if multihost_utils.reached_preemption_sync_point(step):
-                return True
-        except Exception:  # the preemption service is not running (e.g. local processes)
-            pass
-    return flag.signum is not None
+def _preemption_requested(flag: _SignalFlag, step: int, sync: bool = True) -> bool:
+    """Whether to stop after `step`. One process: a SIGTERM/SIGINT was caught. Several:
+    JAX's preemption sync point (every process stops at the same step), or, where that
+    service is not running, the processes' signal flags compared at `sync` steps (the ones
+    that already wait for the device), so all of them agree and save together."""
+    if jax.process_count() == 1:
+        return flag.signum is not None
+    from jax.experimental import multihost_utils
+    try:
+        if multihost_utils.reached_preemption_sync_point(step):
+            return True
+    except Exception:  # the preemption service is not running (e.g. local processes)
+        pass
+    if not sync:
+        return False
+    flags = multihost_utils.process_allgather(np.asarray(flag.signum is not None, np.int32))
+    return bool(np.any(flags))
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Trains (or resumes) the run described by `config` in `workdir`; returns the last
     metrics written. Raises `Preempted` after a signal, once the checkpoint is safe."""
     os.makedirs(workdir, exist_ok=True)
-    with WorkdirLock(workdir):
-        return _train_locked(config, workdir)
+    # Signals are caught from here on (before the lock names this process): one that lands
+    # during start-up stops the run before its first step, with the same exit code.
+    with _SignalFlag() as flag, WorkdirLock(workdir):
+        return _train_locked(config, workdir, flag)
 
 
-def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+def _stop_if_signalled(flag: _SignalFlag, say, start: int | None = None) -> None:
+    """A signal during start-up: stop before the first step; the checkpoints stay as they are."""
+    if _preemption_requested(flag, start or 0):
+        where = f" (before step {start + 1})" if start is not None else ""
+        say(f"strata: stopped by signal during start-up{where}; nothing new to save. "
+            "Rerun the same command to resume.")
+        raise Preempted(start or 0)
+
+
+def _divergence(step: int, first_bad: int | None, exp: Experiment, what: str) -> TrainingError:
+    good = exp.checkpointer.latest_step()
+    return TrainingError(
+        f"{what} became non-finite at step {first_bad or step}; the run stopped at step {step} "
+        f"and no checkpoint was saved after it. Last good checkpoint: "
+        f"{'step %d' % good if good is not None else 'none'} in {exp.checkpointer.directory}. "
+        "Lower optimizer.learning_rate or set optimizer.grad_clip, then rerun with "
+        "--allow_config_change to resume from that checkpoint.")
+
+
+def _train_locked(config: ml_collections.ConfigDict, workdir: str, flag: _SignalFlag) -> dict[str, float]:
     c = config
     exp = Experiment(c, workdir)
+    say = (lambda m: print(m, file=sys.stderr, flush=True)) if jax.process_index() == 0 else (lambda m: None)
+    try:
+        _stop_if_signalled(flag, say)
+        state, start, history, data_iter = restore_or_start(exp, exp.train_iterator(), say)
+        if start < c.train.steps:
+            _stop_if_signalled(flag, say, start)
+    except BaseException:
+        exp.checkpointer.close()
+        raise
+    # Written after the restore (which may refuse the workdir) and before the first step.
     if jax.process_index() == 0:
         manifest.write_json(os.path.join(exp.workdir, "config.json"), manifest.config_to_dict(c))
         manifest.write_json(os.path.join(exp.workdir, "manifest.json"), manifest.build_manifest(c, exp.mesh))
-    say = (lambda m: print(m, file=sys.stderr, flush=True)) if jax.process_index() == 0 else (lambda m: None)
-    state, start, history, data_iter = restore_or_start(exp, exp.train_iterator(), say)
     writer = writers.MetricWriter(exp.workdir, c.train.steps, start, progress=c.train.get("progress", True))
     writer.message(f"strata: {'resumed from step %d' % start if start else 'fresh start'}; "
                    f"{count_params(state.params):,} parameters; mesh {dict(exp.mesh.shape)}; "
@@ -254,53 +327,54 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
     pending: list[dict] = []  # device metrics since the last log; fetched only when logging
     timer, steps_since, step = writers.Timer(), 0, start
     try:
-        with _SignalFlag() as flag:
-            while step < c.train.steps:
-                batch = to_global(next(data_iter), exp.mesh)
-                state, metrics = train_step(state, batch)
-                step += 1
-                pending.append(metrics)
-                steps_since += 1
-                writer.advance()
-                scalars: dict[str, float] = {}
-                is_last = step == c.train.steps
-                if step % c.train.log_every == 0 or is_last:
-                    history += jax.device_get(pending)
-                    pending = []
-                    scalars.update(_mean_metrics(history))
-                    history = []
-                    writer.perf(step, {"perf/steps_per_sec": steps_since / max(timer.lap(), 1e-9)})
-                    steps_since = 0
-                    if scalars.get("train/nonfinite", 0.0) > 0:
-                        writer.write(step, scalars)
-                        good = exp.checkpointer.latest_step()
-                        raise TrainingError(
-                            f"loss or gradient became non-finite by step {step}; the state was "
-                            f"not updated by those steps and was not saved. Last good checkpoint: "
-                            f"{good if good is not None else 'none'} in {exp.checkpointer.directory}. "
-                            "Lower optimizer.learning_rate or set optimizer.grad_clip.")
-                if (c.train.eval_every and step % c.train.eval_every == 0) or is_last:
-                    scalars.update(exp.evaluate(state))
-                writer.write(step, scalars)
-                last.update(scalars)
-                preempt = _preemption_requested(flag, step)
-                want_ckpt = (c.train.checkpoint_every and step % c.train.checkpoint_every == 0) or is_last
-                if want_ckpt or preempt:
-                    # The partial log window travels with the checkpoint, so a resumed run
-                    # logs the same means as an uninterrupted one.
-                    history += jax.device_get(pending)
-                    pending = []
-                    # Never save a state that went non-finite; the next log stops the run.
-                    if not any(h.get("nonfinite", 0) for h in history):
-                        evals = {k: v for k, v in scalars.items() if k.startswith("eval/")}
-                        window = [{k: float(v) for k, v in h.items()} for h in history]
-                        exp.checkpointer.save(step, state, data_iter, metrics=evals or None,
-                                              host={"window": window})
-                if preempt and not is_last:
-                    exp.checkpointer.wait()
-                    writer.message(f"strata: stopped by signal at step {step}; checkpoint saved. "
-                                   "Rerun the same command to resume.")
-                    raise Preempted(step)
+        while step < c.train.steps:
+            batch = to_global(next(data_iter), exp.mesh)
+            state, metrics = train_step(state, batch)
+            step += 1
+            pending.append(metrics)
+            steps_since += 1
+            writer.advance()
+            scalars: dict[str, float] = {}
+            is_last = step == c.train.steps
+            logged = step % c.train.log_every == 0 or is_last
+            if logged:
+                history += jax.device_get(pending)
+                pending = []
+                scalars.update(_mean_metrics(history))
+                first_bad = _first_nonfinite(history, step)
+                history = []
+                writer.perf(step, {"perf/steps_per_sec": steps_since / max(timer.lap(), 1e-9)})
+                steps_since = 0
+                if first_bad is not None:
+                    writer.write(step, scalars)
+                    raise _divergence(step, first_bad, exp, "the loss or gradient norm")
+            if (c.train.eval_every and step % c.train.eval_every == 0) or is_last:
+                scalars.update(exp.evaluate(state))
+            writer.write(step, scalars)
+            last.update(scalars)
+            want_ckpt = (c.train.checkpoint_every and step % c.train.checkpoint_every == 0) or is_last
+            preempt = _preemption_requested(flag, step, sync=bool(want_ckpt or logged))
+            if want_ckpt or preempt:
+                # The partial log window travels with the checkpoint, so a resumed run
+                # logs the same means as an uninterrupted one.
+                history += jax.device_get(pending)
+                pending = []
+                # Never save a non-finite state: stop here instead.
+                first_bad = _first_nonfinite(history, step)
+                if first_bad is not None:
+                    raise _divergence(step, first_bad, exp, "the loss or gradient norm")
+                digest, finite = checkpoints.digest_and_finite(state)
+                if not finite:
+                    raise _divergence(step, None, exp, "the train state (parameters or optimizer state)")
+                evals = {k: v for k, v in scalars.items() if k.startswith("eval/")}
+                window = [{k: float(v) for k, v in h.items()} for h in history]
+                exp.checkpointer.save(step, state, data_iter, metrics=evals or None,
+                                      host={"window": window}, digest=digest)
+            if preempt and not is_last:
+                exp.checkpointer.wait()
+                writer.message(f"strata: stopped by signal at step {step}; checkpoint saved. "
+                               "Rerun the same command to resume.")
+                raise Preempted(step)
     finally:
         exp.checkpointer.close()
         writer.close()

@@ -32,13 +32,27 @@ def truncate_metrics(path: str, last_step: int) -> None:
     for line in lines:
         try:
             if json.loads(line)["step"] <= last_step:
-                keep.append(line)
+                keep.append(line if line.endswith("\n") else line + "\n")
         except (ValueError, KeyError):
             continue  # a line cut short by a crash
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.writelines(keep)
     os.replace(tmp, path)
+
+
+def _import_summary_writer():
+    """tensorboardX's SummaryWriter, without the PyTorch import it attempts when torch is
+    installed (the benchmarks' extra): seconds of start-up that scalars never need."""
+    blocked = "torch" not in sys.modules
+    if blocked:
+        sys.modules["torch"] = None  # makes `import torch` raise ImportError
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if blocked:
+            del sys.modules["torch"]
+    return SummaryWriter
 
 
 def read_metrics(path: str) -> list[dict]:
@@ -69,8 +83,10 @@ class MetricWriter:
         self._file = open(self.path, "a")
         self._perf = open(os.path.join(workdir, "perf.jsonl"), "a")
         try:
-            from tensorboardX import SummaryWriter
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
+            SummaryWriter = _import_summary_writer()
+            # On resume, TensorBoard hides the events written after the restored step.
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30,
+                                     purge_step=start_step + 1 if start_step else None)
         except ImportError:  # TensorBoard files are a convenience, not a requirement
             self._tb = None
         if progress:

@@ -1,0 +1,190 @@
+"""Language modelling: next-token cross-entropy, bits per byte, cached sampling.
+
+Serves every autoregressive model that maps (B, T) token ids to (B, T, vocab) logits
+and, for sampling, keeps its decoding state in the "cache" collection (GPT's key/value
+cache, an RNN's carries):
+
+    logits, upd = model.apply({"params": p, "cache": cache}, tokens, train=False,
+                              decode=True, mutable=["cache"])
+
+Examples are windows {"tokens": (T + 1,)}: the model reads tokens[:, :-1] and is scored
+on tokens[:, 1:]. With byte tokens (vocab_size=256) one token is one byte, so the loss
+in bits per token, loss / ln 2, is bits per byte.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from train.tasks.base import ApplyFn, Batch, EvalSums, Metrics, Task, TaskContext, masked_mean_parts
+
+SEED_TOKEN = ord("\n")  # what an empty prompt is conditioned on (not part of the output)
+
+
+@dataclasses.dataclass
+class LanguageModel(Task):
+    """Fields (config.task.*): the token feature, the vocabulary, the unigram baseline.
+
+    Attributes:
+      input_key: feature holding (B, T + 1) int token windows.
+      vocab_size: number of token ids; 256 means bytes (then the metric is bits_per_byte).
+      unigram_baseline: with a byte-window eval split, also report the byte unigram
+        entropy of the scored eval bytes (`unigram_bits_per_byte`): the loss a model
+        would reach that knew the eval split's byte frequencies but no context.
+    """
+    input_key: str = "tokens"
+    vocab_size: int = 256
+    unigram_baseline: bool = True
+
+    def __post_init__(self):
+        self._unigram: dict[tuple, float] = {}  # host cache: eval data -> entropy
+
+    def init_args(self, batch: Batch):
+        return (batch[self.input_key][:, :-1],), {}
+
+    def _losses(self, apply: ApplyFn, batch: Batch) -> tuple[jax.Array, jax.Array, dict]:
+        tokens = batch[self.input_key]                   # (B, T + 1)
+        logits, new_state = apply(tokens[:, :-1])        # (B, T, V)
+        targets = tokens[:, 1:]                          # (B, T)
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # (B, T)
+        correct = jnp.argmax(logits, -1) == targets      # (B, T)
+        return losses, correct, new_state
+
+    def loss(self, apply: ApplyFn, batch: Batch, rng: jax.Array) -> tuple[jax.Array, Metrics, dict]:
+        losses, correct, new_state = self._losses(apply, batch)
+        loss = losses.mean()
+        return loss, {"loss": loss, "accuracy": correct.mean()}, new_state
+
+    def eval_sums(self, apply: ApplyFn, batch: Batch, rng: jax.Array) -> EvalSums:
+        losses, correct, _ = self._losses(apply, batch)
+        mask = batch["mask"]  # every row has T tokens, so the row mean weights tokens equally
+        return {"loss": masked_mean_parts(losses, mask),
+                "accuracy": masked_mean_parts(correct, mask)}
+
+    def finalize_eval(self, means: dict[str, float]) -> dict[str, float]:
+        """Adds bits_per_byte (bits_per_token if the vocabulary is not bytes)."""
+        name = "bits_per_byte" if self.vocab_size == 256 else "bits_per_token"
+        return {**means, name: means["loss"] / math.log(2)}
+
+    def extra_eval(self, ctx: TaskContext) -> dict[str, float]:
+        if not self.unigram_baseline or self.vocab_size != 256:
+            return {}
+        bits = self.unigram_bits(ctx.config)
+        return {} if bits is None else {"unigram_bits_per_byte": bits}
+
+    def unigram_bits(self, config) -> float | None:
+        """Byte entropy (bits) of the eval targets the batched eval scores, computed once.
+
+        The scored windows are the first min(len, eval_max_batches * eval_batch_size)
+        of the eval split (all of it when eval_max_batches is 0)."""
+        data, train = config.data, config.train
+        if not data.get("eval_split") or not data.get("seq_len"):
+            return None
+        batch = train.get("eval_batch_size", 0) or train.batch_size
+        limit = (train.get("eval_max_batches", 0) or 0) * batch or None
+        key = (data.name, data.get("data_dir"), data.get("files"), data.eval_split, data.seq_len, limit)
+        if key not in self._unigram:
+            from data import sources
+            windows, _ = sources.open_split(data, data.eval_split)
+            if not hasattr(windows, "target_counts"):
+                return None
+            counts = windows.target_counts(limit).astype(np.float64)
+            p = counts[counts > 0] / counts.sum()
+            self._unigram[key] = float(-(p * np.log2(p)).sum())
+        return self._unigram[key]
+
+    def sample(self, ctx: TaskContext, prompt: str = "", num_tokens: int = 256,
+               temperature: float = 0.8, top_k: int = 0, **ignored: Any) -> str:
+        """The prompt and `num_tokens` sampled bytes after it, decoded as UTF-8 (errors
+        replaced). temperature 0 is greedy; top_k > 0 samples among the k likeliest."""
+        if self.vocab_size != 256:
+            raise ValueError("LanguageModel.sample decodes bytes; it needs vocab_size=256.")
+        prompt_ids = list(prompt.encode("utf-8"))
+        variables = {k: v for k, v in ctx.variables.items() if k != "cache"}
+        out = generate(ctx.model, variables, prompt_ids or [SEED_TOKEN], num_tokens,
+                       temperature=temperature, top_k=top_k, rng=ctx.rng)
+        return bytes(prompt_ids + out).decode("utf-8", errors="replace")
+
+
+# --- cached decoding -----------------------------------------------------------------
+
+@functools.lru_cache(maxsize=16)
+def _cache_shapes(model, batch_size: int) -> Any:
+    length = getattr(model, "max_len", None) or 1
+    tokens = jax.ShapeDtypeStruct((batch_size, length), jnp.int32)
+    return jax.eval_shape(partial(model.init, train=False, decode=True), jax.random.key(0),
+                          tokens)["cache"]
+
+
+def fresh_cache(model, batch_size: int = 1) -> Any:
+    """The all-zero decoding state: shapes from `model.init(..., decode=True)` on a
+    (B, max_len) input (B, 1 when the model has no `max_len`), traced, never run."""
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), _cache_shapes(model, batch_size))
+
+
+@partial(jax.jit, static_argnames=("model", "top_k"))
+def advance(model, variables: dict, cache: Any, tokens: jax.Array, key: jax.Array,
+            temperature: jax.Array, top_k: int = 0) -> tuple[Any, jax.Array]:
+    """Feeds tokens (B, T) through the cache, returns (new cache, next token (B,)).
+
+    One compilation per distinct T: 1 for every generated token, plus the prompt's and
+    the sliding re-prefill's lengths. temperature <= 0 picks the argmax."""
+    logits, updated = model.apply({**variables, "cache": cache}, tokens, train=False,
+                                  decode=True, mutable=["cache"])
+    logits = logits[:, -1]                                          # (B, V)
+    scaled = logits / jnp.maximum(temperature, 1e-6)
+    if top_k:
+        kth = jax.lax.top_k(scaled, top_k)[0][:, -1:]               # (B, 1)
+        scaled = jnp.where(scaled < kth, -jnp.inf, scaled)
+    sampled = jax.random.categorical(key, scaled, axis=-1)         # (B,)
+    picked = jnp.where(temperature > 0, sampled, jnp.argmax(logits, -1))
+    return updated["cache"], picked.astype(jnp.int32)
+
+
+def generate(model, variables: dict, context_ids: list[int], num_tokens: int, *,
+             temperature: float, top_k: int, rng: jax.Array) -> list[int]:
+    """`num_tokens` ids continuing `context_ids`, O(1) model work per token.
+
+    A model with `max_len` (GPT) has a cache of that many positions. When it is full
+    the window slides: a fresh cache is prefilled with the last max_len // 2 tokens and
+    generation goes on, so any length can be sampled at an amortised O(max_len) cost per
+    token, always conditioned on at least max_len // 2 tokens. A prompt longer than
+    max_len - 1 is conditioned on its last max_len // 2 tokens. Models without
+    `max_len` (RNNs) carry their state forever.
+    """
+    if num_tokens <= 0:
+        return []
+    context = getattr(model, "max_len", None)
+    keep = max(context // 2, 1) if context else None
+    history = list(context_ids)
+    temperature = jnp.float32(temperature)
+
+    def prefill(ids: list[int], step: int):
+        return advance(model, variables, fresh_cache(model), jnp.asarray([ids], jnp.int32),
+                       jax.random.fold_in(rng, step), temperature, top_k)
+
+    fed = history if not context or len(history) < context else history[-keep:]
+    cache, token = prefill(fed, 0)
+    used = len(fed)
+    out = []
+    for i in range(1, num_tokens + 1):
+        out.append(int(token[0]))
+        history.append(out[-1])
+        if i == num_tokens:
+            break
+        if context and used >= context:  # no room for one more key/value: slide
+            cache, token = prefill(history[-keep:], i)
+            used = keep
+        else:
+            cache, token = advance(model, variables, cache, jnp.asarray([[out[-1]]], jnp.int32),
+                                   jax.random.fold_in(rng, i), temperature, top_k)
+            used += 1
+    return out
