@@ -75,6 +75,8 @@ def train_seconds(perf: list[dict], log_every: int) -> float | None:
 
     Each row's lap is (steps since the last row) / steps_per_sec; where a run resumed, the
     steps since its start are taken as those since the last multiple of log_every."""
+    if perf and all("perf/seconds" in row for row in perf):  # exact laps, written since 12/2026
+        return float(sum(row["perf/seconds"] for row in perf))
     total, prev = 0.0, None
     for row in perf:
         sps = row.get("perf/steps_per_sec") or 0.0
