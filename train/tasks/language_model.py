@@ -10,6 +10,10 @@ cache, an RNN's carries):
 Examples are windows {"tokens": (T + 1,)}: the model reads tokens[:, :-1] and is scored
 on tokens[:, 1:]. With byte tokens (vocab_size=256) one token is one byte, so the loss
 in bits per token, loss / ln 2, is bits per byte.
+
+Sampling feeds the prompt once, then each new token alone through the cache (`advance`,
+jitted once per input length); a GPT whose cache (max_len positions) is full slides its
+window to the last max_len // 2 tokens (see `generate`).
 """
 from __future__ import annotations
 
@@ -141,7 +145,7 @@ def advance(model, variables: dict, cache: Any, tokens: jax.Array, key: jax.Arra
                                   decode=True, mutable=["cache"])
     logits = logits[:, -1]                                          # (B, V)
     scaled = logits / jnp.maximum(temperature, 1e-6)
-    if top_k:
+    if top_k and top_k < scaled.shape[-1]:
         kth = jax.lax.top_k(scaled, top_k)[0][:, -1:]               # (B, 1)
         scaled = jnp.where(scaled < kth, -jnp.inf, scaled)
     sampled = jax.random.categorical(key, scaled, axis=-1)         # (B,)
@@ -151,7 +155,8 @@ def advance(model, variables: dict, cache: Any, tokens: jax.Array, key: jax.Arra
 
 def generate(model, variables: dict, context_ids: list[int], num_tokens: int, *,
              temperature: float, top_k: int, rng: jax.Array) -> list[int]:
-    """`num_tokens` ids continuing `context_ids`, O(1) model work per token.
+    """`num_tokens` ids continuing `context_ids`: one cached one-token model call per
+    token, the prefix is never recomputed.
 
     A model with `max_len` (GPT) has a cache of that many positions. When it is full
     the window slides: a fresh cache is prefilled with the last max_len // 2 tokens and
