@@ -44,6 +44,9 @@ def get_model_class(name: str) -> type[nn.Module]:
 def build_model(name: str, **kwargs) -> nn.Module:
     """`Model(**config.model)` with the name taken out and unknown fields reported."""
     cls = get_model_class(name)
+    # A config read back from config.json has lists where the file had tuples; Linen
+    # modules must stay hashable (they are static arguments of jitted functions).
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
     fields = {f for f in cls.__dataclass_fields__ if f not in ("parent", "name")}
     unknown = sorted(set(kwargs) - fields)
     if unknown:
