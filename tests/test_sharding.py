@@ -39,8 +39,11 @@ FAMILIES = {
 
 
 def optimizer_config():
-    return ml_collections.ConfigDict(dict(name="adamw", learning_rate=3e-3, schedule="constant",
-                                          warmup_steps=0, weight_decay=0.01, grad_clip=1.0))
+    # SGD: Adam divides by sqrt(v), which turns float32 reduction-order noise in near-zero
+    # gradients into O(lr) differences, so it cannot test "same numbers" at 1e-5.
+    return ml_collections.ConfigDict(dict(name="sgd", learning_rate=0.02, momentum=0.9, nesterov=False,
+                                          schedule="constant", warmup_steps=0, weight_decay=1e-4,
+                                          grad_clip=1.0))
 
 
 def train(family, mesh, steps=STEPS, grad_accum=1, batches=None):
@@ -82,10 +85,8 @@ def test_mesh_gives_single_device_losses(family, mesh_name, single_device_runs):
 
 def test_large_parameters_are_split():
     _, state = train("vit", make_mesh(2, 2, 2), steps=1)
-    kernel = state.params["block_0"]["mlp"]["Dense_0"]["kernel"] if "block_0" in state.params else None
-    if kernel is None:  # find the MLP input kernel whatever the module names are
-        leaves = jax.tree_util.tree_leaves_with_path(state.params)
-        kernel = next(v for p, v in leaves if v.shape == (32, 64))
+    leaves = jax.tree_util.tree_leaves_with_path(state.params)
+    kernel = next(v for p, v in leaves if v.shape == (32, 64))  # MLP input: (embed, mlp)
     assert kernel.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
     assert kernel.addressable_shards[0].data.shape == (16, 32)
     _, state = train("gpt", make_mesh(1, 8, 1), steps=1)
