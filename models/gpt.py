@@ -5,8 +5,8 @@
     GPT(positions="rotary", tie_embeddings=True)    # RoPE (Su et al. 2021), shared in/out embedding
 
 Pre-LayerNorm blocks (causal self-attention, then a GELU MLP), a final LayerNorm and a
-linear head; attention is `jax.nn.dot_product_attention`, so a backend may pick a fused
-kernel. There is no dropout on the attention probabilities (that function has none);
+linear head; attention is `models.attention.attention` (`jax.nn.dot_product_attention`
+on accelerators, so a backend may pick a fused kernel). There is no dropout on the attention probabilities (that function has none);
 `dropout` applies to the embeddings and to each residual branch.
 
 Sampling uses a key/value cache in the `cache` collection (the flax lm1b example's scheme):
@@ -28,6 +28,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from models.attention import attention
 
 POSITIONS = ("learned", "rotary")
 
@@ -78,12 +80,12 @@ class CausalSelfAttention(nn.Module):
         """x: (B, T, E), positions: (T,) -> (B, T, E)."""
         batch, length, width = x.shape
         head_dim = width // self.num_heads
-        dense = partial(nn.DenseGeneral, features=(self.num_heads, head_dim), dtype=self.dtype,
-                        kernel_init=_init(0.02, ("embed", "heads", "kv")),
-                        bias_init=_zeros(("heads", "kv")))
-        q = dense(name="query")(x)  # (B, T, H, D)
-        k = dense(name="key")(x)
-        v = dense(name="value")(x)
+        # One projection for queries, keys and values (nanoGPT's c_attn): one larger matmul
+        # instead of three, and one gradient for x instead of three to add up.
+        qkv = nn.DenseGeneral(features=(3, self.num_heads, head_dim), dtype=self.dtype, name="qkv",
+                              kernel_init=_init(0.02, ("embed", None, "heads", "kv")),
+                              bias_init=_zeros((None, "heads", "kv")))(x)  # (B, T, 3, H, D)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, T, H, D) each
         if self.rotary:
             q, k = rotary(q, positions), rotary(k, positions)
 
@@ -100,11 +102,11 @@ class CausalSelfAttention(nn.Module):
                 cached_k.value, cached_v.value = k, v
                 key_positions = jnp.arange(k.shape[1])                            # (S,)
                 mask = key_positions[None, :] <= positions[:, None]               # (T, S)
-                y = jax.nn.dot_product_attention(q, k, v, mask=mask[None, None])  # (B, T, H, D)
+                y = attention(q, k, v, mask=mask[None, None])  # (B, T, H, D)
             else:
-                y = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+                y = attention(q, k, v, is_causal=True)
         else:
-            y = jax.nn.dot_product_attention(q, k, v, is_causal=True)  # (B, T, H, D)
+            y = attention(q, k, v, is_causal=True)  # (B, T, H, D)
 
         return nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, name="out",
                                kernel_init=_init(self.out_stddev, ("heads", "kv", "embed")),

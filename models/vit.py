@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from models.attention import attention
 from models import UnknownNameError, unknown_name_message
 
 # name -> (width, depth, num_heads, mlp_dim), from the paper's Table 1 and big_vision.
@@ -85,7 +86,7 @@ class EncoderBlock(nn.Module):
                                    kernel_init=nn.with_logical_partitioning(xavier, ("embed", "heads", "kv")),
                                    bias_init=_zeros(("heads", "kv")))(y)
                    for name in ("query", "key", "value"))  # (B, N, H, D) each
-        y = jax.nn.dot_product_attention(q, k, v)  # (B, N, H, D)
+        y = attention(q, k, v)  # (B, N, H, D)
         y = nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, name="out",
                             kernel_init=nn.with_logical_partitioning(xavier, ("heads", "kv", "embed")),
                             bias_init=_zeros(("embed",)))(y)  # (B, N, E)

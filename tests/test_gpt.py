@@ -26,7 +26,7 @@ def expected_params(vocab_size, num_layers, width, max_len, mlp_ratio=4, positio
     """Biases on every projection and LayerNorm, as in GPT-2."""
     d, m = width, mlp_ratio * width
     per_layer = (2 * 2 * d          # two LayerNorms
-                 + 3 * (d * d + d)   # query, key, value
+                 + 3 * (d * d + d)   # fused query, key, value
                  + (d * d + d)       # attention output
                  + (d * m + m) + (m * d + d))  # MLP
     return (vocab_size * d                                   # token embedding
