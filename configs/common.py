@@ -22,6 +22,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.files = ""              # comma-separated local text files (text datasets)
     c.data.seq_len = 0             # > 0: read fixed windows of tokens (language modelling)
     c.data.num_threads = 2         # Grain reader threads
+    c.data.in_memory_max_mb = 256  # train split held in memory as arrays if its files are <= this (0 = never)
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adamw"

@@ -1,13 +1,22 @@
 """The Grain pipeline: seeded, sharded by process, checkpointable.
 
-Training:  source -> shuffle(seed, per epoch) -> repeat -> preprocess ops (seeded per
-           element) -> batch(B / processes) -> this process's batches -> prefetch threads
+Training:  a stream of positions 0, 1, 2, ... over the examples in a fresh seeded
+           permutation each epoch; local batch k holds positions k*b ... (k+1)*b - 1
+           (b = B / processes); process p takes local batches p, p+P, ...; each batch is
+           read, stacked, then preprocessed with one vectorised call per op, its random
+           numbers keyed by position (data/ops.py). Grain maps batch indices to batches,
+           reads ahead on threads and checkpoints the iterator (its next batch index).
 Evaluation: every example once, in order, the last batch padded and masked, the same
            number of batches on every process (collectives stay in step).
+
+A small split can be held in memory as arrays (`in_memory=True`): batches are then
+gathered with one fancy index instead of a read per example; the stream is the same.
 """
 from __future__ import annotations
 
+import functools
 import math
+import sys
 from typing import Iterator, Sequence
 
 import grain
@@ -24,22 +33,60 @@ def local_batch_size(global_batch_size: int, process_count: int) -> int:
     return global_batch_size // process_count
 
 
+class ShuffledOrder:
+    """Stream position -> example index: epoch e visits every example once, in the
+    permutation drawn from (seed, e)."""
+
+    def __init__(self, num_examples: int, seed: int):
+        self.num_examples, self.seed = num_examples, seed
+        self.permutation = functools.lru_cache(maxsize=4)(self._permutation)  # per instance
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
+
+    def __call__(self, positions: np.ndarray) -> np.ndarray:
+        """(R,) positions -> (R,) example indices."""
+        epochs, offsets = np.divmod(positions, self.num_examples)
+        out = np.empty_like(positions)
+        for epoch in np.unique(epochs):
+            here = epochs == epoch
+            out[here] = self.permutation(int(epoch))[offsets[here]]
+        return out
+
+
+def load_arrays(source: Sequence[dict]) -> dict[str, np.ndarray]:
+    """The whole source as arrays with a leading example axis (for small splits)."""
+    return ops_lib.stack([source[i] for i in range(len(source))])
+
+
 def train_dataset(source: Sequence[dict], *, global_batch_size: int, preprocess: str,
                   seed: int, process_index: int = 0, process_count: int = 1,
-                  num_threads: int = 2, prefetch: int = 4) -> grain.IterDataset:
+                  num_threads: int = 2, prefetch: int = 4, in_memory: bool = False) -> grain.IterDataset:
     """An endless, shuffled stream of local batches; its iterator has get/set_state.
 
-    The global stream (shuffle -> repeat -> augment -> batches of B/P rows) is the same for
-    any number of processes P; process p takes local batches p, p+P, p+2P, ..., so global
-    batch b is the same examples, augmented the same way, on 1 process or on 64.
+    The global stream (positions -> permuted examples -> batches of B/P rows -> ops) is the
+    same for any number of processes P and with or without `in_memory`; process p takes
+    local batches p, p+P, p+2P, ..., so global batch b is the same examples, augmented the
+    same way, on 1 process or on 64.
     """
     batch = local_batch_size(global_batch_size, process_count)
     if len(source) < global_batch_size:
         raise ValueError(f"the training split has {len(source)} examples, fewer than one "
                          f"batch of {global_batch_size}; lower train.batch_size.")
-    ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat()
-    ds = ds.random_map(ops_lib.compose(preprocess), seed=seed + 1)
-    ds = ds.batch(batch, drop_remainder=True)[process_index::process_count]
+    order = ShuffledOrder(len(source), seed)
+    op = ops_lib.compose(preprocess)
+    arrays = load_arrays(source) if in_memory else None
+
+    def local_batch(k: int) -> dict:
+        positions = np.arange(k * batch, (k + 1) * batch, dtype=np.int64)  # (b,)
+        indices = order(positions)
+        if arrays is not None:
+            rows = {key: value[indices] for key, value in arrays.items()}
+        else:
+            rows = ops_lib.stack([source[int(i)] for i in indices])
+        return op(rows, ops_lib.RowRandom(seed + 1, positions))
+
+    ds = grain.MapDataset.range(sys.maxsize // (2 * batch))[process_index::process_count].map(local_batch)
     return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
 
 
@@ -61,24 +108,16 @@ def eval_batches(source: Sequence[dict], *, global_batch_size: int, preprocess: 
     num_batches = num_eval_batches(n, global_batch_size)
     if max_batches:
         num_batches = min(num_batches, max_batches)
-    rng = np.random.default_rng(0)  # eval ops should be deterministic; this makes sure
-    template = None
     for b in range(num_batches):
-        rows, mask = [], []
-        for r in range(batch):
-            g = b * global_batch_size + process_index * batch + r
-            if g < n:
-                ex = op(source[g], rng)
-                template = template or ex
-                rows.append(ex)
-                mask.append(1.0)
-            else:
-                rows.append(None)
-                mask.append(0.0)
-        if template is None:  # this process's rows are all padding: borrow example 0
-            template = op(source[0], rng)
-        rows = [r if r is not None else {k: np.zeros_like(v) for k, v in template.items()}
-                for r in rows]
-        out = {k: np.stack([np.asarray(r[k]) for r in rows]) for k in template}
-        out["mask"] = np.asarray(mask, np.float32)
+        first = b * global_batch_size + process_index * batch  # global index of row 0
+        real = [g for g in range(first, first + batch) if g < n]
+        examples = [source[g] for g in real]
+        # Padding rows are zeros shaped like a real example (example 0 when a process's
+        # rows are all padding), masked out.
+        template = examples[0] if examples else source[0]
+        padding = {k: np.zeros_like(np.asarray(v)) for k, v in template.items()}
+        rows = ops_lib.stack(examples + [padding] * (batch - len(real)))
+        # Eval ops should be deterministic; keyed randomness makes sure of it anyway.
+        out = op(rows, ops_lib.RowRandom(0, np.arange(first, first + batch)))
+        out["mask"] = (np.arange(first, first + batch) < n).astype(np.float32)
         yield out

@@ -115,3 +115,15 @@ def open_split(data_config: Any, split: str) -> tuple[Sequence[dict], tfds.core.
         from data.text import TextWindows
         source = TextWindows(source, seq_len, key=data_config.get("text_key", "text"))
     return source, info
+
+
+def fits_in_memory(info: tfds.core.DatasetInfo, split: str, max_mb: float) -> bool:
+    """Whether `split` is small enough (its prepared files at most `max_mb` MB) to be held
+    in memory as arrays; never when `max_mb` is 0 or the size is unknown."""
+    if not max_mb:
+        return False
+    try:
+        num_bytes = info.splits[split].num_bytes
+    except Exception:  # unknown split size (e.g. a sliced or mocked split)
+        return False
+    return 0 < num_bytes <= max_mb * 2**20

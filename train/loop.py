@@ -74,8 +74,7 @@ class _SignalFlag:
 def example_batch(source, preprocess: str) -> dict:
     """A batch of one preprocessed example: enough for `model.init` to see every shape."""
     from data import ops
-    ex = ops.compose(preprocess)(source[0], np.random.default_rng(0))
-    return {k: np.asarray(v)[None] for k, v in ex.items()}
+    return ops.apply(preprocess, [source[0]])
 
 
 class Experiment:
@@ -102,6 +101,8 @@ class Experiment:
         if c.data.get("eval_split"):
             self.eval_source, _ = sources.open_split(c.data, c.data.eval_split)
         self.example = example_batch(self.train_source, c.data.preprocess)
+        self.train_in_memory = sources.fits_in_memory(self.data_info, c.data.train_split,
+                                                      c.data.get("in_memory_max_mb", 0))
         self.ema = c.train.get("ema_decay", 0.0) > 0
         self.abstract_state, self.state_shardings = abstract_state_and_shardings(
             self.model, self.task, self.tx, self.example, c.seed, self.ema, self.mesh, self.rules)
@@ -119,7 +120,7 @@ class Experiment:
         ds = pipeline.train_dataset(
             self.train_source, global_batch_size=c.train.batch_size, preprocess=c.data.preprocess,
             seed=c.seed, process_index=jax.process_index(), process_count=jax.process_count(),
-            num_threads=c.data.get("num_threads", 2))
+            num_threads=c.data.get("num_threads", 2), in_memory=self.train_in_memory)
         return iter(ds)
 
     def fresh_state(self):

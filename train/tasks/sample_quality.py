@@ -68,12 +68,9 @@ def load_split(data_config: Any, split: str, input_key: str,
     """(images (N, ...) float32, labels (N,) int) of `split`, after `data.eval_preprocess`."""
     from data import ops, sources
     source, _ = sources.open_split(data_config, split)
-    op = ops.compose(data_config.get("eval_preprocess") or data_config.get("preprocess", ""))
-    rng = np.random.default_rng(0)
-    examples = [op(source[i], rng) for i in range(len(source))]
-    images = np.stack([np.asarray(e[input_key], np.float32) for e in examples])
-    labels = np.asarray([int(e[label_key]) for e in examples])
-    return images, labels
+    spec = data_config.get("eval_preprocess") or data_config.get("preprocess", "")
+    batch = ops.apply(spec, [source[i] for i in range(len(source))])
+    return np.asarray(batch[input_key], np.float32), np.asarray(batch[label_key]).astype(int)
 
 
 @dataclasses.dataclass

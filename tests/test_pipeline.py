@@ -1,0 +1,101 @@
+"""The input pipeline: vectorised ops with position-keyed randomness, the same stream from
+disk or memory and for any process count, resumable iterators, masked eval batches."""
+import numpy as np
+import pytest
+
+from data import ops, pipeline
+
+
+def make_source(n: int = 50, size: int = 6) -> list[dict]:
+    rng = np.random.default_rng(0)
+    return [{"image": rng.integers(0, 256, (size, size, 1), dtype=np.uint8), "label": np.int64(i)}
+            for i in range(n)]
+
+
+def take(ds, n: int) -> list[dict]:
+    it = iter(ds)
+    return [next(it) for _ in range(n)]
+
+
+def assert_same(a: list[dict], b: list[dict]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k])
+
+
+def test_row_random_depends_only_on_seed_and_position():
+    together = ops.RowRandom(3, [10, 11, 12]).uniform(4)
+    alone = ops.RowRandom(3, [11]).uniform(4)
+    np.testing.assert_array_equal(together[1], alone[0])
+    assert not np.array_equal(ops.RowRandom(4, [11]).uniform(4), alone)
+    draws = ops.RowRandom(0, np.arange(20_000)).integers(0, 3)
+    assert set(np.unique(draws)) == {0, 1, 2}
+    assert abs(np.mean(draws == 0) - 1 / 3) < 0.02
+
+
+def test_pad_crop_is_a_shifted_window_of_the_padded_image():
+    src = make_source(8)
+    batch = ops.apply("pad_crop(1)", src, seed=5)
+    for row, ex in zip(batch["image"], src):
+        padded = np.pad(ex["image"], ((1, 1), (1, 1), (0, 0)))
+        windows = [padded[dy:dy + 6, dx:dx + 6] for dy in range(3) for dx in range(3)]
+        assert any(np.array_equal(row, w) for w in windows)
+    # Some rows move: the op is not the identity.
+    assert any(not np.array_equal(row, ex["image"]) for row, ex in zip(batch["image"], src))
+
+
+def test_ops_compose_and_unknown_names_are_refused():
+    batch = ops.apply("to_float(-1, 1)|rows_as_sequence|keep('image')", make_source(3))
+    assert set(batch) == {"image"} and batch["image"].shape == (3, 6, 6)
+    assert batch["image"].dtype == np.float32 and batch["image"].min() >= -1 and batch["image"].max() <= 1
+    with pytest.raises(ValueError, match="Did you mean 'pad_crop'"):
+        ops.parse("pad_crp(1)")
+
+
+def test_every_epoch_visits_every_example_once_in_a_new_order():
+    src = make_source(50)
+    ds = pipeline.train_dataset(src, global_batch_size=10, preprocess="", seed=1, in_memory=True)
+    labels = np.concatenate([b["label"] for b in take(ds, 10)])  # two epochs
+    assert sorted(labels[:50]) == list(range(50)) and sorted(labels[50:]) == list(range(50))
+    assert not np.array_equal(labels[:50], labels[50:])
+
+
+def test_in_memory_and_per_example_reads_give_the_same_stream():
+    src = make_source()
+    kw = dict(global_batch_size=8, preprocess="to_float|pad_crop(1)|flip_lr", seed=2)
+    assert_same(take(pipeline.train_dataset(src, in_memory=True, **kw), 12),
+                take(pipeline.train_dataset(src, in_memory=False, **kw), 12))
+
+
+def test_two_processes_split_the_one_process_stream():
+    src = make_source()
+    kw = dict(global_batch_size=8, preprocess="to_float|pad_crop(1)", seed=3, in_memory=True)
+    one = take(pipeline.train_dataset(src, **kw), 6)
+    halves = [take(pipeline.train_dataset(src, process_index=p, process_count=2, **kw), 6) for p in (0, 1)]
+    rebuilt = [{k: np.concatenate([a[k], b[k]]) for k in a} for a, b in zip(*halves)]
+    assert_same(one, rebuilt)
+
+
+def test_iterator_state_resumes_the_stream_exactly():
+    src = make_source()
+    ds = pipeline.train_dataset(src, global_batch_size=8, preprocess="pad_crop(1)", seed=4, in_memory=True)
+    it = iter(ds)
+    for _ in range(7):
+        next(it)
+    state = it.get_state()
+    expected = [next(it) for _ in range(3)]
+    resumed = iter(ds)
+    resumed.set_state(state)
+    assert_same([next(resumed) for _ in range(3)], expected)
+
+
+def test_eval_batches_cover_the_split_once_with_padding_masked():
+    src = make_source(18)
+    batches = [list(pipeline.eval_batches(src, global_batch_size=8, preprocess="to_float",
+                                          process_index=p, process_count=2)) for p in (0, 1)]
+    assert len(batches[0]) == len(batches[1]) == 3
+    seen = np.concatenate([b["label"][b["mask"] > 0] for per in batches for b in per])
+    assert sorted(seen) == list(range(18))
+    assert batches[1][-1]["mask"].sum() == 0  # process 1's last rows are all padding
