@@ -1,0 +1,114 @@
+"""Sampling speed: LM tokens/s through `train.tasks.language_model.generate` (the KV
+cache, one jitted call per token, batch 1, as `run.py sample` does), and DDPM images/s
+through `train.tasks.diffusion.Diffusion.generate` (DDIM with classifier-free guidance, as
+configured in configs/digits_ddpm.py). Parameters are freshly initialised: speed does not
+depend on training. Compilation is excluded (a warm-up call first)."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+
+from benchmarks.common import Row, env, median
+from benchmarks.worker import REPO, Remote
+
+
+def sampling_worker():
+    def run(k):
+        pass
+
+    def lm(num_tokens: int = 256, repeats: int = 3) -> dict:
+        import jax
+        from configs import text_gpt
+        from models import build_model
+        from train.tasks.language_model import SEED_TOKEN, generate
+        config = text_gpt.get_config()
+        fields = {k: v for k, v in config.model.items() if k != "name"}
+        model = build_model("gpt", **fields)
+        import jax.numpy as jnp
+        import flax.linen as nn
+        params = nn.unbox(jax.jit(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32),
+                                                     train=False))()["params"])
+        gen = lambda n: generate(model, {"params": params}, [SEED_TOKEN], n, temperature=0.8,  # noqa: E731
+                                 top_k=0, rng=jax.random.key(1))
+        gen(num_tokens)  # compiles the prefill, the one-token step and the window slide
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            gen(num_tokens)
+            times.append(time.perf_counter() - t)
+        # The same decoding, the loop inside one jitted scan (no per-token dispatch or
+        # host round trip); as many tokens as fit the cache without sliding.
+        from models.gpt import init_cache
+        steps = model.max_len - 1
+
+        @jax.jit
+        def decode(params, key):
+            def body(carry, i):
+                cache, token = carry
+                logits, upd = model.apply({"params": params, "cache": cache}, token[:, None], train=False,
+                                          decode=True, mutable=["cache"])
+                nxt = jax.random.categorical(jax.random.fold_in(key, i), logits[:, -1] / 0.8).astype(jnp.int32)
+                return (upd["cache"], nxt), nxt
+            start = (init_cache(model, 1), jnp.full((1,), SEED_TOKEN, jnp.int32))
+            return jax.lax.scan(body, start, jnp.arange(steps))[1]
+        decode(params, jax.random.key(1)).block_until_ready()
+        scan_times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            decode(params, jax.random.key(1)).block_until_ready()
+            scan_times.append(time.perf_counter() - t)
+        return {"tokens_per_s": num_tokens / median(times), "max_len": model.max_len,
+                "layers": model.num_layers, "width": model.width,
+                "scan_tokens_per_s": steps / median(scan_times), "scan_steps": steps}
+
+    def ddpm(per_class: int = 10, repeats: int = 2) -> dict:
+        import numpy as np
+        from benchmarks.loop import _load_config
+        from train.loop import Experiment
+        config = _load_config("configs/digits_ddpm.py")
+        workdir = tempfile.mkdtemp(prefix="strata-bench-ddpm-")
+        try:
+            exp = Experiment(config, workdir)
+            state = exp.fresh_state()
+            ctx = exp.context(state)
+            labels = np.repeat(np.arange(config.task.num_classes), per_class)
+            exp.task.generate(ctx, labels)  # compile
+            times = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                exp.task.generate(ctx, labels)
+                times.append(time.perf_counter() - t)
+            exp.checkpointer.close()
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return {"images_per_s": len(labels) / median(times), "n": len(labels),
+                "sampler": config.task.sampler, "steps": config.task.sample_steps,
+                "guidance": config.task.guidance}
+
+    run.extras = {"lm": lm, "ddpm": ddpm}
+    return run
+
+
+def run(repeats: int = 3) -> list[Row]:
+    rows = []
+    with Remote("benchmarks.sampling:sampling_worker", env=env()) as w:
+        m = w.call("lm", repeats=repeats)
+        rows.append(Row("sampling", f"LM (configs/text_gpt.py: {m['layers']} layers, width {m['width']}, "
+                                    f"context {m['max_len']}) with the KV cache, batch 1",
+                        f"{m['tokens_per_s']:,.0f} tokens/s",
+                        note="train.tasks.language_model.generate: one jitted call and one host "
+                             "round trip per token"))
+        rows.append(Row("sampling", f"same model, {m['scan_steps']} decode steps inside one jitted lax.scan",
+                        f"{m['scan_tokens_per_s']:,.0f} tokens/s", "",
+                        f"{m['scan_tokens_per_s'] / m['tokens_per_s']:.1f}x",
+                        "the model's decode directly: what moving generate's loop into JAX would give"))
+        if os.path.exists(os.path.join(REPO, "train", "tasks", "diffusion.py")):
+            d = w.call("ddpm", repeats=max(2, repeats - 1))
+            rows.append(Row("sampling", f"DDPM (configs/digits_ddpm.py, {d['sampler']} {d['steps']} steps, "
+                                        f"guidance {d['guidance']:g}), {d['n']} images",
+                            f"{d['images_per_s']:,.1f} images/s", note="Diffusion.generate, one jitted scan"))
+        else:
+            rows.append(Row("sampling", "DDPM", "skipped", note="train/tasks/diffusion.py does not exist"))
+    return rows
