@@ -42,10 +42,12 @@ def _time_checkpointer(state, abstract, data_iter, repeats: int) -> dict:
     root = tempfile.mkdtemp(prefix="strata-bench-ckpt-")
     try:
         ckpt = checkpoints.Checkpointer(os.path.join(root, "checkpoints"), keep=2)
-        blocking, total, restore = [], [], []
+        blocking, total, restore, digest = [], [], [], []
         for r in range(repeats + 1):
             t = time.perf_counter()
-            ckpt.save(r + 1, state, data_iter, host={"window": []})
+            checksums = checkpoints.state_digest(state)
+            digest.append(time.perf_counter() - t)
+            ckpt.save(r + 1, state, data_iter, host={"window": []}, digest=checksums)
             blocking.append(time.perf_counter() - t)
             ckpt.wait()
             total.append(time.perf_counter() - t)
@@ -62,6 +64,7 @@ def _time_checkpointer(state, abstract, data_iter, repeats: int) -> dict:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return {"first_blocking": first_blocking, "blocking": median(blocking), "total": median(total),
+            "digest": median(digest[1:]),
             "restore": median(restore), "bytes": size}
 
 
@@ -184,7 +187,8 @@ def run(repeats: int = 3) -> list[Row]:
     if torch_installed():
         with Remote("benchmarks.ckpt:torch_worker", env=env(strata_defaults=False)) as w:
             ref = w.call("big", repeats=max(2, repeats - 1))
-    fmt = lambda d: (f"save blocks the loop {d['blocking']:.2f} s (first save {d['first_blocking']:.2f} s), "  # noqa: E731
+    fmt = lambda d: (f"save blocks the loop {d['blocking']:.3f} s (of which checksums {d['digest']:.3f} s; "  # noqa: E731
+                     f"first save {d['first_blocking']:.2f} s), "
                      f"durable after {d['total']:.2f} s, restore {d['restore']:.2f} s ({d['bytes'] / 1e6:,.0f} MB)")
     interval = small["checkpoint_every"] * small["step_seconds"]
     rows = [Row("checkpoint", f"default config (digits_resnet, {small['params']:,} params, SGD state + "
