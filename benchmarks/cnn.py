@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.common import NO_TORCH, Row, env, interleaved, median, spread, torch_installed
+from benchmarks.common import NO_TORCH, Row, env, interleaved, median, spread, step_runner, torch_installed
 from benchmarks.worker import Remote
 
 MODEL = dict(depth=18, family="imagenet", stem="cifar", num_classes=10)
@@ -46,14 +46,7 @@ def strata_contender(batch_size: int = BATCH):
     state, shardings = create_train_state(model, task, tx, {"image": host[0][0][:1], "label": host[0][1][:1]},
                                           0, False, mesh, sharding.DEFAULT_RULES)
     step = step_lib.jit_train_step(model, task, tx, shardings, batch_sharding)
-    holder = {"state": state}
-
-    def run(k):
-        s = holder["state"]
-        for i in range(k):
-            s, metrics = step(s, batches[i % len(batches)])
-        jax.block_until_ready(s)
-        holder["state"] = s
+    run = step_runner(step, state, batches)
     return run
 
 

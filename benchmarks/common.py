@@ -78,6 +78,23 @@ def pick_torch_threads(run: Callable[[int], None], steps: int = 2) -> int:
     return best
 
 
+def step_runner(step: Callable, state, batches: list) -> Callable[[int], None]:
+    """run(k): k calls of a jitted train step over `batches` in turn, blocking on the last;
+    the state carries over from call to call (`run.state()` returns it)."""
+    import jax
+    holder = {"state": state}
+
+    def run(k: int) -> None:
+        s = holder["state"]
+        for i in range(k):
+            s, _ = step(s, batches[i % len(batches)])
+        jax.block_until_ready(s)
+        holder["state"] = s
+
+    run.state = lambda: holder["state"]
+    return run
+
+
 def interleaved(contenders: dict[str, Callable[[int], None]], *, steps: int, repeats: int,
                 warmup: int = 1, cpu: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
     """Seconds per step of each contender, one sample per repeat.

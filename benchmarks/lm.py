@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.common import NO_TORCH, Row, env, interleaved, median, spread, torch_installed
+from benchmarks.common import NO_TORCH, Row, env, interleaved, median, spread, step_runner, torch_installed
 from benchmarks.worker import Remote
 
 # The configuration of the issue: 4 layers, 4 heads, width 128, context 64, batch 12.
@@ -83,17 +83,10 @@ def strata_contender(model_fields: dict | None = None, batch_size: int = BATCH):
     state, shardings = create_train_state(model, task, tx, {"tokens": host[0][:1]}, 0, False, mesh,
                                           sharding.DEFAULT_RULES)
     step = step_lib.jit_train_step(model, task, tx, shardings, batch_sharding)
-    holder = {"state": state}
-
-    def run(k):
-        s = holder["state"]
-        for i in range(k):
-            s, metrics = step(s, batches[i % len(batches)])
-        jax.block_until_ready(s)
-        holder["state"] = s
+    run = step_runner(step, state, batches)
 
     run.extras = {"peak": lambda: matmul_peak(),
-                  "flops_per_token": lambda: model_flops_per_token(holder["state"].params, fields)}
+                  "flops_per_token": lambda: model_flops_per_token(run.state().params, fields)}
     return run
 
 

@@ -27,7 +27,7 @@ from benchmarks.common import NO_TORCH, Row, load_average, machine, markdown, to
 PARTS: dict[str, tuple[str, dict, dict]] = {
     "lm": ("benchmarks.lm", dict(repeats=7, steps=10), dict(repeats=3, steps=5)),
     "cnn": ("benchmarks.cnn", dict(repeats=3, steps=1), dict(repeats=1, steps=1, ablate=False)),
-    "loop": ("benchmarks.loop", dict(runs=2, bare_steps=100), dict(runs=1, bare_steps=30)),
+    "loop": ("benchmarks.loop", dict(runs=3, bare_steps=100), dict(runs=1, bare_steps=30)),
     "ckpt": ("benchmarks.ckpt", dict(repeats=3), dict(repeats=2)),
     "compile": ("benchmarks.compile_time", dict(), dict()),
     "sample": ("benchmarks.sampling", dict(repeats=3), dict(repeats=2)),

@@ -57,6 +57,7 @@ def test_reference_writes_config_manifest_and_keeps_latest_plus_best(reference):
     assert manifest["seed"] == 0 and "train" in manifest["command"]
     # Written before the first step: older than the first timing line.
     first = json.loads(open(reference / "perf.jsonl").readline())
+    assert first["perf/seconds"] > 0 and first["perf/cpu_seconds"] > 0
     assert os.path.getmtime(reference / "manifest.json") <= first["time"]
     assert os.path.getmtime(reference / "config.json") <= first["time"]
 

@@ -347,9 +347,9 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, flag: _Signal
                 scalars.update(_mean_metrics(history))
                 first_bad = _first_nonfinite(history, step)
                 history = []
-                seconds = timer.lap()
+                seconds, cpu_seconds = timer.lap()
                 writer.perf(step, {"perf/steps_per_sec": steps_since / max(seconds, 1e-9),
-                                   "perf/seconds": seconds})
+                                   "perf/seconds": seconds, "perf/cpu_seconds": cpu_seconds})
                 steps_since = 0
                 if first_bad is not None:
                     writer.write(step, scalars)
