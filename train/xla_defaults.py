@@ -15,9 +15,12 @@ never override a flag the user set. Measured with `python -m benchmarks.run`
   for the benchmark GPT, 513 MB for ResNet-18 at batch 64). glibc serves such blocks
   with mmap and unmaps them when freed, so every step page-faulted ~13,000 pages back
   in (28% of the GPT step's CPU time in the kernel). Keeping freed memory in the heap
-  removed the faults: -25% CPU time per GPT step. Blocks above 64 MB allocated by
-  XLA's worker threads still use mmap (glibc falls back to it there), so the ResNet
-  step gains little.
+  removed the faults: -25% CPU time per GPT step. Blocks above 64 MB allocated on XLA's
+  worker threads are still mmapped (glibc's per-thread arenas are capped at 64 MB).
+  One arena for all threads (GLIBC_TUNABLES=glibc.malloc.arena_max=1) ends that, but
+  it is not a default because it splits the configs (train steps/s, 2 cores): digits_vit
+  17 -> 23 and text_gpt 4.1 -> 5.7, while digits_resnet 37 -> 32, digits_ddpm 32 -> 18
+  and the benchmark GPT step 21 -> 27 ms (lock contention on the one arena).
 - `CPU_FLAGS`: see the comment on each entry. Flags are versioned: XLA renames and
   removes CPU flags, and an unknown flag stops JAX at start-up, so a flag is only added
   for the jaxlib versions it was measured on. Tried and not adopted (no gain or a loss
