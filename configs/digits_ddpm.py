@@ -6,14 +6,13 @@
 
 Sized for a 2-core CPU: a 652k-parameter U-Net (32-64 channels, 8x8 and 4x4, attention
 only in the middle), 2,000 steps of batch 64 (~89 epochs of 1,437 images), EMA 0.998.
-Measured on a 2-core CPU shared with other jobs (load average 7-11): 9.1 and 12.6 min
-wall for two runs with bit-identical metrics, 5.9 min of CPU each. Of the 9.1 min: 23 s
-start-up, ~33 s init + train-step compilation, 2,000 steps at ~5 steps/s, the first eval
-~64 s (compiling the sampler, fitting the judge), the second ~26 s.
+Measured on a quiet 2-core CPU (2026-12-01, `run.py train` in a fresh workdir): 1m31s
+wall, 2.7 min of CPU (train steps at ~32/s, plus compilation and two evaluations, which
+compile the sampler and fit the judge).
 
     step  eval/sample_accuracy  eval/fd  eval/fd_real_floor  eval/loss
-    1000  0.967                 5.34     1.22                0.116
-    2000  0.997                 2.31     1.22                0.087
+    1000  0.964                 5.28     1.22                0.115
+    2000  0.994                 2.34     1.22                0.088
 
 `eval/sample_accuracy` is the share of 360 samples (36 per class; DDIM, 50 steps,
 guidance 2) that a fixed MLP classifier fitted on the train split puts in the class they

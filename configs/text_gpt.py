@@ -5,11 +5,10 @@
 
 859K parameters (4 layers, width 128, 4 heads, rotary positions, context 128 bytes).
 Sized for a 2-core CPU: 500 steps of 32 windows x 128 bytes (2 MB, a sixth of the
-11.7 MB train split) reach 2.12 validation bits per byte, against 4.70 for the byte
-unigram entropy of the same text (eval/unigram_bits_per_byte); 2.46 at step 250.
-Measured on Python 3.11.7 on a 2-core CPU shared with other jobs: 10.1-13.8 min wall
-(load average 5-10; 6.5 min of CPU time, so about 5 min on idle cores), preparing
-pystdlib (about a second) included. `:runlocal` is a 20-step smoke run. Any local text
+11.7 MB train split) reach 2.09 validation bits per byte, against 4.70 for the byte
+unigram entropy of the same text (eval/unigram_bits_per_byte); 2.43 at step 250.
+Measured on Python 3.11.7 on a quiet 2-core CPU (2026-12-01): 2m33s wall, 4.3 min of
+CPU. `:runlocal` is a 20-step smoke run. Any local text
 instead: `--config.data.name=text_files --config.data.files=a.txt,b.txt`.
 """
 from configs.common import base_config, parse_arg, zip_axes
