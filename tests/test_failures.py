@@ -181,6 +181,21 @@ def test_checksums_agree_on_host_and_devices_and_catch_one_changed_value():
     assert not checkpoints.digest_and_finite({"w": jnp.array([1.0, jnp.nan])})[1]
 
 
+def test_save_writes_the_checksums_it_started_and_restore_checks_them(tmp_path):
+    state = {"w": jnp.arange(12.0).reshape(3, 4), "step": jnp.int32(5)}
+    ckpt = checkpoints.Checkpointer(str(tmp_path / "checkpoints"), keep=2)
+    pending = checkpoints.start_digest(state)
+    assert isinstance(pending, checkpoints.PendingDigest)  # not waited for by the save
+    ckpt.save(5, state, None, host={"window": []}, digest=pending)
+    ckpt.wait()
+    with open(tmp_path / "checkpoints" / "5" / "host" / "metadata") as f:
+        assert json.load(f)["digest"] == checkpoints.state_digest(jax.device_get(state))
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    restored, host = ckpt.restore(5, abstract)
+    assert (restored["w"] == state["w"]).all() and host["window"] == []
+    ckpt.close()
+
+
 def test_inspect_lists_checkpoints_and_flags_damage(trained, env, tmp_path):
     result = cr.run([*cr.train_args(trained)[:2], "inspect", str(trained)], env)
     assert result.returncode == 0, result.stderr[-3000:]

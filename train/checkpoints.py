@@ -8,10 +8,11 @@ damaged file that still decompresses is refused instead of silently resumed from
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
-from typing import Any
+from typing import Any, Mapping
 
 import grain
 import jax
@@ -73,28 +74,81 @@ def _host_leaf_digest(x: np.ndarray) -> np.ndarray:
 
 
 @jax.jit
-def _device_digests(leaves: list) -> tuple[jax.Array, list]:
+def _device_digests(leaves: list) -> list:
+    return [_device_leaf_digest(x) for x in leaves]
+
+
+@jax.jit
+def _device_all_finite(leaves: list) -> jax.Array:
     finite = [jnp.all(jnp.isfinite(x)) for x in leaves if jnp.issubdtype(x.dtype, jnp.inexact)]
-    return jnp.all(jnp.stack(finite)) if finite else jnp.bool_(True), [_device_leaf_digest(x) for x in leaves]
+    return jnp.all(jnp.stack(finite)) if finite else jnp.bool_(True)
+
+
+def _on_devices(leaves: list) -> bool:
+    return bool(leaves) and all(isinstance(x, jax.Array) for x in leaves)
+
+
+class PendingDigest:
+    """Checksums being computed on the devices (dispatched, not waited for): `resolve()`
+    returns {leaf path: checksum}. The checkpoint's JSON item resolves it in Orbax's
+    background thread, so a save does not block the loop for a pass over every array."""
+
+    def __init__(self, names: list[str], values: Any):
+        self.names, self.values = names, values
+
+    def resolve(self) -> dict[str, list[int]]:
+        values = jax.device_get(self.values)
+        return {name: [int(v[0]), int(v[1])] for name, v in zip(self.names, values)}
+
+
+def start_digest(tree: Any) -> PendingDigest:
+    """Starts the checksums of a pytree of jax.Arrays (on the devices, asynchronously) or
+    of numpy arrays (on the host, at once); the two kinds agree."""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    names, leaves = [_path_name(p) for p, _ in flat], [x for _, x in flat]
+    if _on_devices(leaves):
+        return PendingDigest(names, _device_digests(leaves))
+    return PendingDigest(names, [_host_leaf_digest(np.asarray(x)) for x in leaves])
+
+
+def all_finite(tree: Any) -> bool:
+    """Whether every float in the pytree is finite (waits for the answer)."""
+    leaves = jax.tree.leaves(tree)
+    if _on_devices(leaves):
+        return bool(jax.device_get(_device_all_finite(leaves)))
+    return all(np.isfinite(x).all() for x in map(np.asarray, leaves) if np.issubdtype(x.dtype, np.inexact))
 
 
 def digest_and_finite(tree: Any) -> tuple[dict[str, list[int]], bool]:
-    """({leaf path: checksum}, whether every float is finite) of a pytree of jax.Arrays
-    (computed on the devices) or of numpy arrays (on the host); the checksums agree."""
-    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    leaves = [x for _, x in flat]
-    if leaves and all(isinstance(x, jax.Array) for x in leaves):
-        finite, values = jax.device_get(_device_digests(leaves))
-    else:
-        leaves = [np.asarray(x) for x in leaves]
-        values = [_host_leaf_digest(x) for x in leaves]
-        finite = all(np.isfinite(x).all() for x in leaves if np.issubdtype(x.dtype, np.inexact))
-    return {_path_name(p): [int(v[0]), int(v[1])] for (p, _), v in zip(flat, values)}, bool(finite)
+    """({leaf path: checksum}, whether every float is finite), waiting for both."""
+    pending = start_digest(tree)
+    return pending.resolve(), all_finite(tree)
 
 
 def state_digest(tree: Any) -> dict[str, list[int]]:
-    """{leaf path: checksum}; see `digest_and_finite`."""
-    return digest_and_finite(tree)[0]
+    """{leaf path: checksum}; see `start_digest`."""
+    return start_digest(tree).resolve()
+
+
+class _HostJsonHandler(ocp.JsonCheckpointHandler):
+    """Orbax's JSON item, resolving `PendingDigest` values when the file is written (in
+    the background commit), not when `save` is called."""
+
+    async def _save_fn(self, x, directory):
+        x = {k: v.resolve() if isinstance(v, PendingDigest) else v for k, v in x.items()}
+        await super()._save_fn(x, directory)
+
+
+@ocp.args.register_with_handler(_HostJsonHandler, for_save=True)
+@dataclasses.dataclass
+class _HostSave(ocp.args.CheckpointArgs):
+    item: Mapping[str, Any]
+
+
+@ocp.args.register_with_handler(_HostJsonHandler, for_restore=True)
+@dataclasses.dataclass
+class _HostRestore(ocp.args.CheckpointArgs):
+    item: Any = None
 
 
 def verify_digest(tree: Any, saved: dict[str, list[int]] | None, what: str) -> None:
@@ -128,6 +182,9 @@ class Checkpointer:
                 keep_checkpoints_without_metrics=False))
         self.manager = ocp.CheckpointManager(
             self.directory,
+            item_handlers={"state": ocp.StandardCheckpointHandler(),
+                           "data": grain.checkpoint.CheckpointHandler(),
+                           "host": _HostJsonHandler()},
             options=ocp.CheckpointManagerOptions(
                 preservation_policy=policies.AnyPreservationPolicy(policy),
                 # With `best_fn` set, Orbax also writes each checkpoint's metrics to disk
@@ -147,10 +204,10 @@ class Checkpointer:
 
     def save(self, step: int, state: Any, data_iterator: Any | None,
              metrics: dict[str, float] | None = None, host: dict | None = None,
-             digest: dict[str, list[int]] | None = None, force: bool = True) -> bool:
+             digest: PendingDigest | dict[str, list[int]] | None = None, force: bool = True) -> bool:
         """Starts an async save of the state, the iterator position and small host-side
-        values (`host`, JSON) with the state's checksums (`digest`, computed if not given);
-        returns at once unless a previous save is still running."""
+        values (`host`, JSON) with the state's checksums (`digest`, started here if not
+        given; written when ready); returns at once unless a previous save is still running."""
         if self.best_metric and metrics is not None and self.best_metric not in metrics:
             if not self._warned_best and jax.process_index() == 0:
                 print(f"strata: warning: checkpoint.best_metric {self.best_metric!r} is not among "
@@ -163,8 +220,8 @@ class Checkpointer:
         items = {"state": ocp.args.StandardSave(state)}
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
-        digest = digest if digest is not None else state_digest(state)
-        items["host"] = ocp.args.JsonSave({**(host or {}), "digest": digest})
+        digest = digest if digest is not None else start_digest(state)
+        items["host"] = _HostSave({**(host or {}), "digest": digest})
         return self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=force)
 
     def restore(self, step: int, abstract_state: Any, data_iterator: Any | None = None) -> tuple[Any, dict]:
@@ -175,7 +232,7 @@ class Checkpointer:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         step_dir = os.path.join(self.directory, str(step))
         if os.path.isdir(os.path.join(step_dir, "host")):
-            items["host"] = ocp.args.JsonRestore()
+            items["host"] = _HostRestore()
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         host = (restored["host"] if "host" in items else None) or {}
         verify_digest(restored["state"], host.get("digest"), f"checkpoint {step}")

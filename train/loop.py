@@ -326,7 +326,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, flag: _Signal
         ema_decay=c.train.get("ema_decay", 0.0), grad_accum=c.train.get("grad_accum", 1))
     # Compile the checkpoint checksum now, with start-up, rather than stalling the training
     # window of the first save (~1 s on a 2-core CPU for ResNet-20's state).
-    checkpoints.digest_and_finite(state)
+    checkpoints.digest_and_finite(state)  # compiles both the checksums and the finite check
     last: dict[str, float] = {}
     pending: list[dict] = []  # device metrics since the last log; fetched only when logging
     timer, steps_since, step = writers.Timer(), 0, start
@@ -369,9 +369,9 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, flag: _Signal
                 first_bad = _first_nonfinite(history, step)
                 if first_bad is not None:
                     raise _divergence(step, first_bad, exp, "the loss or gradient norm")
-                digest, finite = checkpoints.digest_and_finite(state)
-                if not finite:
+                if not checkpoints.all_finite(state):
                     raise _divergence(step, None, exp, "the train state (parameters or optimizer state)")
+                digest = checkpoints.start_digest(state)  # resolved in the background save
                 evals = {k: v for k, v in scalars.items() if k.startswith("eval/")}
                 window = [{k: float(v) for k, v in h.items()} for h in history]
                 exp.checkpointer.save(step, state, data_iter, metrics=evals or None,
