@@ -64,6 +64,47 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def byte_lm_config(runlocal: bool = False) -> ml_collections.ConfigDict:
+    """`base_config()` with what the byte-level language models share: the embedded
+    pystdlib text in 128-byte windows, the language-model task, AdamW with warm-up and
+    clipping, 500 steps of 32 windows, evaluation on the whole validation split, the best
+    checkpoint by bits per byte. The caller sets `model.*` and any optimizer differences;
+    `runlocal` makes it a 20-step smoke run."""
+    c = base_config()
+    c.task.name = "language_model"
+    c.task.vocab_size = 256
+
+    c.data.name = "pystdlib"
+    c.data.eval_split = "validation"
+    c.data.seq_len = 128
+
+    c.optimizer.name = "adamw"
+    c.optimizer.learning_rate = 3e-3
+    c.optimizer.warmup_steps = 50
+    c.optimizer.weight_decay = 0.0
+    c.optimizer.grad_clip = 1.0
+
+    c.train.steps = 500
+    c.train.batch_size = 32        # 32 windows x 128 bytes = 4 KiB of text per step
+    c.train.eval_batch_size = 64
+    c.train.log_every = 50
+    c.train.eval_every = 250
+    c.train.checkpoint_every = 250
+    c.train.eval_max_batches = 0   # the whole validation split: 2,701 windows, 346 KB
+    c.checkpoint.best_metric = "eval/bits_per_byte"
+    c.checkpoint.best_mode = "min"
+
+    if runlocal:
+        c.train.steps = 20
+        c.train.batch_size = 16
+        c.train.eval_batch_size = 16
+        c.train.eval_every = 10
+        c.train.checkpoint_every = 10
+        c.train.log_every = 5
+        c.train.eval_max_batches = 2
+    return c
+
+
 def parse_arg(arg: str | None, **defaults):
     """"key=value,key2=value2" -> ConfigDict of `defaults` with those values (typed)."""
     out = ml_collections.ConfigDict(defaults)

@@ -11,12 +11,12 @@ Measured on Python 3.11.7 on a quiet 2-core CPU (2026-12-01): 2m33s wall, 4.3 mi
 CPU. `:runlocal` is a 20-step smoke run. Any local text
 instead: `--config.data.name=text_files --config.data.files=a.txt,b.txt`.
 """
-from configs.common import base_config, parse_arg, zip_axes
+from configs.common import byte_lm_config, parse_arg, zip_axes
 
 
 def get_config(arg: str | None = None):
     args = parse_arg(arg, runlocal=False)
-    c = base_config()
+    c = byte_lm_config(args.runlocal)
     c.model.name = "gpt"
     c.model.vocab_size = 256
     c.model.num_layers = 4
@@ -28,41 +28,13 @@ def get_config(arg: str | None = None):
     c.model.dropout = 0.0
     c.model.dtype = "float32"
 
-    c.task.name = "language_model"
-    c.task.vocab_size = 256
-
-    c.data.name = "pystdlib"
-    c.data.eval_split = "validation"
-    c.data.seq_len = 128
-
-    c.optimizer.name = "adamw"
-    c.optimizer.learning_rate = 3e-3
-    c.optimizer.warmup_steps = 50
     c.optimizer.weight_decay = 0.1
-    c.optimizer.grad_clip = 1.0
     c.optimizer.b2 = 0.99
-
-    c.train.steps = 500
-    c.train.batch_size = 32        # 32 windows x 128 bytes = 4 KiB of text per step
-    c.train.eval_batch_size = 64
-    c.train.log_every = 50
-    c.train.eval_every = 250
-    c.train.checkpoint_every = 250
-    c.train.eval_max_batches = 0   # the whole validation split: 2,701 windows, 346 KB
-    c.checkpoint.best_metric = "eval/bits_per_byte"
-    c.checkpoint.best_mode = "min"
 
     if args.runlocal:
         c.model.num_layers = 2
         c.model.width = 32
         c.model.num_heads = 2
-        c.train.steps = 20
-        c.train.batch_size = 16
-        c.train.eval_batch_size = 16
-        c.train.eval_every = 10
-        c.train.checkpoint_every = 10
-        c.train.log_every = 5
-        c.train.eval_max_batches = 2
     return c
 
 

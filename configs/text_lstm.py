@@ -10,12 +10,12 @@ the byte unigram entropy of the same text (eval/unigram_bits_per_byte); 2.13 at 
 250. Measured on Python 3.11.7 on a quiet 2-core CPU (2026-12-01): 1m35s wall, 2.8 min of
 CPU. `:runlocal` is a 20-step smoke run.
 """
-from configs.common import base_config, parse_arg
+from configs.common import byte_lm_config, parse_arg
 
 
 def get_config(arg: str | None = None):
     args = parse_arg(arg, runlocal=False)
-    c = base_config()
+    c = byte_lm_config(args.runlocal)
     c.model.name = "rnn"
     c.model.cell = "lstm"
     c.model.num_layers = 2
@@ -25,37 +25,7 @@ def get_config(arg: str | None = None):
     c.model.dropout = 0.0
     c.model.dtype = "float32"
 
-    c.task.name = "language_model"
-    c.task.vocab_size = 256
-
-    c.data.name = "pystdlib"
-    c.data.eval_split = "validation"
-    c.data.seq_len = 128
-
-    c.optimizer.name = "adamw"
-    c.optimizer.learning_rate = 3e-3
-    c.optimizer.warmup_steps = 50
-    c.optimizer.weight_decay = 0.0
-    c.optimizer.grad_clip = 1.0
-
-    c.train.steps = 500
-    c.train.batch_size = 32        # 32 windows x 128 bytes = 4 KiB of text per step
-    c.train.eval_batch_size = 64
-    c.train.log_every = 50
-    c.train.eval_every = 250
-    c.train.checkpoint_every = 250
-    c.train.eval_max_batches = 0   # the whole validation split: 2,701 windows, 346 KB
-    c.checkpoint.best_metric = "eval/bits_per_byte"
-    c.checkpoint.best_mode = "min"
-
     if args.runlocal:
         c.model.num_layers = 1
         c.model.hidden = 32
-        c.train.steps = 20
-        c.train.batch_size = 16
-        c.train.eval_batch_size = 16
-        c.train.eval_every = 10
-        c.train.checkpoint_every = 10
-        c.train.log_every = 5
-        c.train.eval_max_batches = 2
     return c

@@ -99,3 +99,16 @@ def test_eval_batches_cover_the_split_once_with_padding_masked():
     seen = np.concatenate([b["label"][b["mask"] > 0] for per in batches for b in per])
     assert sorted(seen) == list(range(18))
     assert batches[1][-1]["mask"].sum() == 0  # process 1's last rows are all padding
+
+
+def test_only_small_splits_of_known_size_are_held_in_memory():
+    from types import SimpleNamespace
+
+    from data import sources
+    info = SimpleNamespace(splits={"train": SimpleNamespace(num_bytes=3 * 2**20),
+                                   "mocked": SimpleNamespace(num_bytes=0)})
+    assert sources.fits_in_memory(info, "train", 4)
+    assert not sources.fits_in_memory(info, "train", 2)
+    assert not sources.fits_in_memory(info, "train", 0)        # 0 = never
+    assert not sources.fits_in_memory(info, "mocked", 256)     # size unknown
+    assert not sources.fits_in_memory(info, "test", 256)       # no such split
