@@ -172,5 +172,5 @@ def test_no_readable_checkpoint_stops_and_moves_nothing(reference, env, tmp_path
     result = cr.run_train(work, env=env)
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [l for l in result.stderr.splitlines() if l.startswith("strata: error:")]
-    assert len(errors) == 1 and "no checkpoint in" in errors[0] and "nothing was moved" in errors[0]
+    assert len(errors) == 1 and "no checkpoint in" in errors[0] and "nothing was moved" in errors[0], result.stderr[-4000:]
     assert cr.snapshot(work) == before
