@@ -29,10 +29,11 @@ xla_defaults.tune_host_allocator()
 from absl import app, flags, logging as absl_logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+import errors  # noqa: E402
+
 COMMANDS = ("train", "eval", "sample", "sweep", "report", "prepare", "inspect")
 DEFAULT_CONFIG = "configs/digits_resnet.py"
 DEFAULT_WORKDIR = "runs/default"
-EXIT_USAGE = 2
 REPO = os.path.dirname(os.path.abspath(__file__))
 
 FLAGS = flags.FLAGS
@@ -64,7 +65,7 @@ class UsageError(Exception):
 
 def fail(message: str) -> None:
     print(f"strata: error: {message}", file=sys.stderr, flush=True)
-    sys.exit(EXIT_USAGE)
+    sys.exit(errors.EXIT_USER)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -103,16 +104,15 @@ def main(argv: list[str]) -> None:
     args = argv[1:]
     command = args[0] if args else "train"
     if command not in COMMANDS:
-        from models import unknown_name_message
-        fail(unknown_name_message("command", command, list(COMMANDS)))
+        fail(errors.unknown_name_message("command", command, list(COMMANDS)))
     from train import cli
     try:
         code = cli.dispatch(command, args[1:], FLAGS, default_config=DEFAULT_CONFIG,
                             default_workdir=DEFAULT_WORKDIR)
-    except cli.user_errors() as e:
+    except errors.StrataError as e:  # a user mistake; anything else is a bug (traceback, exit 1)
         if os.environ.get("STRATA_DEBUG"):
             raise
-        fail(cli.one_line(e))
+        fail(errors.one_line(e))
         return
     sys.exit(code or 0)
 

@@ -17,6 +17,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from errors import UnknownNameError
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -133,7 +135,7 @@ def parse(spec: str) -> list[Op]:
         if name not in OPS:
             close = difflib.get_close_matches(name, list(OPS), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"unknown preprocessing op {name!r} in {spec!r}.{hint} "
+            raise UnknownNameError(f"unknown preprocessing op {name!r} in {spec!r}.{hint} "
                              f"Valid: {', '.join(sorted(OPS))}.")
         args: Any = ()
         kwargs: dict = {}

@@ -23,12 +23,13 @@ import grain
 import numpy as np
 
 from data import ops as ops_lib
+from errors import ConfigError, DataError
 
 
 def local_batch_size(global_batch_size: int, process_count: int) -> int:
     """The rows each process feeds; the global batch must split evenly over processes."""
     if global_batch_size % process_count:
-        raise ValueError(f"batch size {global_batch_size} is not divisible by the "
+        raise ConfigError(f"batch size {global_batch_size} is not divisible by the "
                          f"{process_count} processes; choose a multiple of {process_count}.")
     return global_batch_size // process_count
 
@@ -71,7 +72,7 @@ def train_dataset(source: Sequence[dict], *, global_batch_size: int, preprocess:
     """
     batch = local_batch_size(global_batch_size, process_count)
     if len(source) < global_batch_size:
-        raise ValueError(f"the training split has {len(source)} examples, fewer than one "
+        raise DataError(f"the training split has {len(source)} examples, fewer than one "
                          f"batch of {global_batch_size}; lower train.batch_size.")
     order = ShuffledOrder(len(source), seed)
     op = ops_lib.compose(preprocess)

@@ -13,16 +13,14 @@ from typing import Any, Sequence
 
 import tensorflow_datasets as tfds
 
+from errors import DataError, unknown_name_message
+
 # Builders that need no network: name -> "module:Class".
 EMBEDDED: dict[str, str] = {
     "digits": "data.digits:Digits",
     "pystdlib": "data.text:PyStdlib",
     "text_files": "data.text:TextFiles",
 }
-
-
-class DataError(ValueError):
-    """A dataset problem the user can fix; the message says how."""
 
 
 def default_data_dir(data_dir: str | None = None) -> str:

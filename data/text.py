@@ -32,7 +32,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data.sources import DataError
+from errors import ConfigError, DataError
 
 CHUNK_BYTES = 64 * 1024
 FILE_SEPARATOR = b"\n"
@@ -230,7 +230,7 @@ class TextWindows:
     def __init__(self, source: Sequence[dict], seq_len: int, key: str = "text",
                  cache_bytes: int = 64 << 20):
         if seq_len < 1:
-            raise ValueError(f"seq_len must be positive, got {seq_len}.")
+            raise ConfigError(f"seq_len must be positive, got {seq_len}.")
         self.seq_len, self.key = seq_len, key
         self._source = source
         self._cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()

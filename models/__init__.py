@@ -6,10 +6,11 @@ config maps those names to mesh axes (see `train/sharding.py`).
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 
 import flax.linen as nn
+
+from errors import UnknownNameError, lookup
 
 # name -> "module:Class". Resolved lazily so that importing one family never
 # pulls in the others.
@@ -22,22 +23,9 @@ MODELS: dict[str, str] = {
 }
 
 
-class UnknownNameError(ValueError):
-    """A name in a config that is not in a table; the message lists what exists."""
-
-
-def unknown_name_message(kind: str, name: str, valid: list[str]) -> str:
-    """One line naming the bad value, the nearest valid one and all valid ones."""
-    close = difflib.get_close_matches(name, valid, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return f"unknown {kind} {name!r}.{hint} Valid: {', '.join(sorted(valid))}."
-
-
 def get_model_class(name: str) -> type[nn.Module]:
     """Returns the Linen class registered under `name`."""
-    if name not in MODELS:
-        raise UnknownNameError(unknown_name_message("model", name, list(MODELS)))
-    module_name, class_name = MODELS[name].split(":")
+    module_name, class_name = lookup(MODELS, "model", name).split(":")
     return getattr(importlib.import_module(module_name), class_name)
 
 

@@ -29,6 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from errors import ConfigError
 from models.attention import attention
 
 POSITIONS = ("learned", "rotary")
@@ -177,13 +178,13 @@ class GPT(nn.Module):
 
     def _check(self, length: int) -> None:
         if self.positions not in POSITIONS:
-            raise ValueError(f"unknown GPT positions {self.positions!r}. Valid: {', '.join(POSITIONS)}.")
+            raise ConfigError(f"unknown GPT positions {self.positions!r}. Valid: {', '.join(POSITIONS)}.")
         if self.width % self.num_heads:
-            raise ValueError(f"GPT width {self.width} is not divisible by num_heads {self.num_heads}.")
+            raise ConfigError(f"GPT width {self.width} is not divisible by num_heads {self.num_heads}.")
         if self.positions == "rotary" and (self.width // self.num_heads) % 2:
-            raise ValueError(f"rotary positions need an even head dim, got {self.width // self.num_heads}.")
+            raise ConfigError(f"rotary positions need an even head dim, got {self.width // self.num_heads}.")
         if length > self.max_len:
-            raise ValueError(f"sequence length {length} exceeds GPT max_len {self.max_len}.")
+            raise ConfigError(f"sequence length {length} exceeds GPT max_len {self.max_len}.")
 
     @nn.compact
     def __call__(self, tokens: jnp.ndarray, *, train: bool, decode: bool = False) -> jnp.ndarray:

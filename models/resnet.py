@@ -15,6 +15,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from errors import ConfigError
+
 # depth -> (blocks per stage, bottleneck?)
 IMAGENET_DEPTHS = {
     18: ((2, 2, 2, 2), False),
@@ -98,15 +100,15 @@ class ResNet(nn.Module):
     def _layout(self) -> tuple[tuple[int, ...], bool, int]:
         if self.family == "cifar":
             if (self.depth - 2) % 6 or self.depth < 8:
-                raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110), got {self.depth}.")
+                raise ConfigError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110), got {self.depth}.")
             n = (self.depth - 2) // 6
             return (n, n, n), False, self.width or 16
         if self.family == "imagenet":
             if self.depth not in IMAGENET_DEPTHS:
-                raise ValueError(f"ImageNet ResNet depth must be one of {sorted(IMAGENET_DEPTHS)}, got {self.depth}.")
+                raise ConfigError(f"ImageNet ResNet depth must be one of {sorted(IMAGENET_DEPTHS)}, got {self.depth}.")
             blocks, bottleneck = IMAGENET_DEPTHS[self.depth]
             return blocks, bottleneck, self.width or 64
-        raise ValueError(f"unknown ResNet family {self.family!r}. Valid: cifar, imagenet.")
+        raise ConfigError(f"unknown ResNet family {self.family!r}. Valid: cifar, imagenet.")
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:

@@ -29,7 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models import UnknownNameError, unknown_name_message
+from errors import ConfigError, UnknownNameError, unknown_name_message
 
 # name -> Linen cell. OptimizedLSTMCell has the parameters of nn.LSTMCell (one bias
 # per gate, on the recurrent kernel) but runs the four gates as one matmul.
@@ -72,9 +72,9 @@ class RNN(nn.Module):
         if self.cell not in CELLS:
             raise UnknownNameError(unknown_name_message("RNN cell", self.cell, list(CELLS)))
         if self.vocab_size is None and self.num_classes is None:
-            raise ValueError("RNN needs vocab_size (language model) or num_classes (classifier).")
+            raise ConfigError("RNN needs vocab_size (language model) or num_classes (classifier).")
         if self.num_layers < 1:
-            raise ValueError(f"RNN num_layers must be >= 1, got {self.num_layers}.")
+            raise ConfigError(f"RNN num_layers must be >= 1, got {self.num_layers}.")
         return CELLS[self.cell]
 
     @nn.compact

@@ -26,6 +26,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from errors import ConfigError
+
 CONV_AXES = (None, None, "conv_in", "conv_out")
 default_init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")  # DDPM's `default_init`
 conv_init = nn.with_logical_partitioning(default_init, CONV_AXES)
@@ -130,15 +132,15 @@ class UNet(nn.Module):
     def _check(self, height: int, width: int) -> None:
         levels = len(self.channel_mults)
         if self.channels % self.num_groups:
-            raise ValueError(
+            raise ConfigError(
                 f"UNet channels ({self.channels}) must divide by num_groups ({self.num_groups}).")
         if height % 2 ** (levels - 1) or width % 2 ** (levels - 1):
-            raise ValueError(f"UNet with {levels} levels needs H and W divisible by "
+            raise ConfigError(f"UNet with {levels} levels needs H and W divisible by "
                              f"{2 ** (levels - 1)}, got {height}x{width}.")
         sizes = [height // 2**i for i in range(levels)]
         unknown = sorted(set(self.attention_resolutions) - set(sizes))
         if unknown:
-            raise ValueError(f"UNet attention_resolutions {unknown} never occur; the resolutions "
+            raise ConfigError(f"UNet attention_resolutions {unknown} never occur; the resolutions "
                              f"for a {height}x{width} input are {sizes}.")
 
     @nn.compact
@@ -170,7 +172,7 @@ class UNet(nn.Module):
                                    embedding_init=nn.with_logical_partitioning(
                                        nn.initializers.normal(1.0), ("classes", "embed")))(y)
         elif y is not None:
-            raise ValueError("UNet got labels y but num_classes is None.")
+            raise ConfigError("UNet got labels y but num_classes is None.")
 
         h = _conv(ch, dtype, "conv_in")(x.astype(dtype))  # (B, H, W, ch)
         skips = [h]

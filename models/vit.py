@@ -16,8 +16,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from errors import ConfigError, UnknownNameError, unknown_name_message
 from models.attention import attention
-from models import UnknownNameError, unknown_name_message
 
 # name -> (width, depth, num_heads, mlp_dim), from the paper's Table 1 and big_vision.
 VARIANTS: dict[str, tuple[int, int, int, int]] = {
@@ -51,14 +51,14 @@ def parse_variant(variant: str) -> tuple[tuple[int, int, int, int], int]:
             unknown_name_message("ViT size", name, list(VARIANTS))
             + f" (in variant {variant!r}; write '<size>/<patch>', e.g. 'S/16'.)")
     if not patch.isdigit() or int(patch) < 1:
-        raise ValueError(f"ViT variant {variant!r} needs a patch size after the slash, e.g. {name}/16.")
+        raise ConfigError(f"ViT variant {variant!r} needs a patch size after the slash, e.g. {name}/16.")
     return VARIANTS[name], int(patch)
 
 
 def sincos2d(height: int, width: int, dim: int, temperature: float = 10_000.0) -> np.ndarray:
     """Fixed 2D sine-cosine position embedding (big_vision `posemb_sincos_2d`): (h*w, dim)."""
     if dim % 4:
-        raise ValueError(f"sincos2d position embedding needs a width divisible by 4, got {dim}.")
+        raise ConfigError(f"sincos2d position embedding needs a width divisible by 4, got {dim}.")
     y, x = np.mgrid[:height, :width]
     omega = 1.0 / temperature ** (np.arange(dim // 4) / (dim // 4 - 1 or 1))
     y = y.reshape(-1)[:, None] * omega[None, :]  # (h*w, dim/4)
@@ -141,7 +141,7 @@ class ViT(nn.Module):
         if self.posemb not in POSEMBS:
             raise UnknownNameError(unknown_name_message("ViT posemb", self.posemb, list(POSEMBS)))
         if width % num_heads:
-            raise ValueError(f"ViT width {width} is not divisible by num_heads {num_heads}.")
+            raise ConfigError(f"ViT width {width} is not divisible by num_heads {num_heads}.")
         return width, depth, num_heads, mlp_dim, patch
 
     @nn.compact
@@ -149,7 +149,7 @@ class ViT(nn.Module):
         """x: (B, H, W, C) images -> (B, num_classes) float32 logits."""
         width, depth, num_heads, mlp_dim, patch = self._sizes()
         if x.shape[1] % patch or x.shape[2] % patch:
-            raise ValueError(f"image size {x.shape[1]}x{x.shape[2]} is not a multiple of the patch size {patch}.")
+            raise ConfigError(f"image size {x.shape[1]}x{x.shape[2]} is not a multiple of the patch size {patch}.")
         dtype = jnp.dtype(self.dtype)
         x = nn.Conv(width, (patch, patch), strides=(patch, patch), padding="VALID", dtype=dtype,
                     name="patch_embed",

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import cli_runs as cr
+import errors
 from train import checkpoints, init_from
 
 
@@ -158,7 +159,7 @@ def test_partial_init_from_keeps_fresh_values_where_shapes_differ():
              "new": {"b": np.ones((4,), np.float32)}}
     loaded = {"a": {"w": np.full((2, 3), 7.0, np.float32)}, "head": {"w": np.ones((3, 10), np.float32)},
               "old": {"b": np.ones((1,), np.float32)}}
-    with pytest.raises(init_from.InitFromError, match="missing: new/b; unexpected: old/b; shape_mismatch: "
+    with pytest.raises(errors.CheckpointError, match="missing: new/b; unexpected: old/b; shape_mismatch: "
                                                       r"head/w \(3, 10\) -> \(3, 5\)"):
         init_from.merge_params(fresh, loaded, strict=True)
     merged, report = init_from.merge_params(fresh, loaded, strict=False)

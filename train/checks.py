@@ -6,9 +6,7 @@ import os
 
 import ml_collections
 
-
-class ConfigError(ValueError):
-    """A bad config value, workdir or command line; the message names the fix."""
+from errors import ConfigError
 
 
 POSITIVE_KEYS = ("train.steps", "train.batch_size", "train.log_every", "checkpoint.keep")

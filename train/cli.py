@@ -13,21 +13,6 @@ from train import checks
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that are mistakes in the input, not bugs: shown as one line."""
-    from data.sources import DataError
-    from models import UnknownNameError
-    from train.loop import TrainingError
-    from train.sharding import MeshError
-    return (checks.ConfigError, DataError, UnknownNameError, MeshError, TrainingError,
-            ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError)
-
-
-def one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if len(text) == 1 else " ".join(l.strip() for l in text if l.strip())
-
-
 def _workdir(flags, default: str | None) -> str:
     workdir = flags.workdir or default
     if not workdir:

@@ -16,11 +16,9 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from errors import CheckpointError
+
 log = logging.getLogger("strata")
-
-
-class InitFromError(ValueError):
-    """The checkpoint to start from cannot be found or does not fit the model."""
 
 
 def resolve_state_dir(path: str) -> str:
@@ -34,7 +32,7 @@ def resolve_state_dir(path: str) -> str:
             steps = sorted((int(d) for d in os.listdir(c) if d.isdigit()), reverse=True)
             if steps:
                 return os.path.join(c, str(steps[0]), "state")
-    raise InitFromError(f"checkpoint.init_from={path!r} holds no checkpoint; give a workdir, "
+    raise CheckpointError(f"checkpoint.init_from={path!r} holds no checkpoint; give a workdir, "
                         "its checkpoints/ folder or one step folder.")
 
 
@@ -73,7 +71,7 @@ def check_match(report: dict[str, list[str]], strict: bool) -> None:
     problems = {k: v for k, v in report.items() if v}
     if strict and problems:
         shown = "; ".join(f"{k}: {', '.join(v[:4])}{' ...' if len(v) > 4 else ''}" for k, v in problems.items())
-        raise InitFromError(f"checkpoint.init_from does not match the model ({shown}); "
+        raise CheckpointError(f"checkpoint.init_from does not match the model ({shown}); "
                             "set --config.checkpoint.init_strict=False to load what matches.")
 
 

@@ -10,6 +10,7 @@ import json
 import os
 from typing import Any
 
+from errors import ConfigError
 from train.writers import read_metrics
 
 
@@ -71,7 +72,7 @@ def describe(workdir: str) -> str:
     """A table of checkpoints (step, size, parameters, metrics) and a short tree summary."""
     ckpt_dir = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(ckpt_dir):
-        raise FileNotFoundError(f"{workdir} has no checkpoints directory; is it a Strata workdir?")
+        raise ConfigError(f"{workdir} has no checkpoints directory; is it a Strata workdir?")
     entries = os.listdir(ckpt_dir)
     steps = sorted(int(d) for d in entries if d.isdigit())
     logged = {m["step"]: m for m in read_metrics(os.path.join(workdir, "metrics.jsonl"))

@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 
 from data import pipeline, sources
+from errors import EXIT_PREEMPTED, ConfigError, TrainingError
 from models import build_model
 from train import checkpoints, manifest, sharding, step as step_lib, writers
 from train.evaluate import run_eval, to_global
@@ -30,13 +31,6 @@ from train.state import abstract_state_and_shardings, count_params, create_train
 from train.tasks import TaskContext, build_task
 
 log = logging.getLogger("strata")
-
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: the run stopped cleanly after a signal; rerun to resume
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot go on (e.g. the loss diverged); the message says what to do."""
-
 
 class Preempted(SystemExit):
     """Raised after the checkpoint for a SIGTERM/SIGINT is safely written."""
@@ -190,7 +184,6 @@ class WorkdirLock:
             holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "?"
             os.close(self._fd)
             self._fd = None
-            from train.checks import ConfigError
             raise ConfigError(f"another run (pid {holder}) is training in {os.path.dirname(self.path)}; "
                               "wait for it or use another --workdir.") from None
         os.ftruncate(self._fd, 0)

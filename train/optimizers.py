@@ -13,7 +13,7 @@ import jax
 import ml_collections
 import optax
 
-from models import unknown_name_message
+from errors import ConfigError, unknown_name_message
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "constant")
@@ -33,7 +33,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) 
             return optax.constant_schedule(peak)
         return optax.join_schedules(
             [optax.linear_schedule(0.0, peak, warmup), optax.constant_schedule(peak)], [warmup])
-    raise ValueError(unknown_name_message("learning-rate schedule", name, list(SCHEDULES)))
+    raise ConfigError(unknown_name_message("learning-rate schedule", name, list(SCHEDULES)))
 
 
 def _decay_mask(params):
@@ -57,5 +57,5 @@ def build_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> opta
         parts.append(optax.adamw(schedule, b1=config.get("b1", 0.9), b2=config.get("b2", 0.999),
                                  eps=config.get("eps", 1e-8), weight_decay=wd, mask=_decay_mask))
     else:
-        raise ValueError(unknown_name_message("optimizer", name, list(OPTIMIZERS)))
+        raise ConfigError(unknown_name_message("optimizer", name, list(OPTIMIZERS)))
     return optax.chain(*parts)

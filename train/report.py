@@ -13,6 +13,7 @@ import json
 import math
 import os
 
+from errors import ConfigError
 from train.checks import flatten
 from train.sweeps import _name_value, _short_keys
 from train.writers import read_metrics
@@ -46,7 +47,7 @@ def _run(name: str, group: str, workdir: str, values: dict) -> Run:
 def discover(path: str) -> tuple[list[Run], list[str], dict]:
     """(runs, swept keys, description) of a sweep, a run, or a folder of runs."""
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"{path} is not a directory; give a sweep or run directory.")
+        raise ConfigError(f"{path} is not a directory; give a sweep or run directory.")
     if os.path.exists(os.path.join(path, "metrics.jsonl")):
         name = os.path.basename(os.path.abspath(path))
         return [_run(name, name, path, {})], [], {}
@@ -59,7 +60,7 @@ def discover(path: str) -> tuple[list[Run], list[str], dict]:
         return runs, sweep["axes"], about
     names = sorted(d for d in os.listdir(path) if os.path.exists(os.path.join(path, d, "metrics.jsonl")))
     if not names:
-        raise FileNotFoundError(f"{path} holds no runs: no sweep.json, no metrics.jsonl, and no "
+        raise ConfigError(f"{path} holds no runs: no sweep.json, no metrics.jsonl, and no "
                                 "subfolder with one.")
     runs = [_run(n, n, os.path.join(path, n), {}) for n in names]
     keys = sorted({k for r in runs for k in r.config})

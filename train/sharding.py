@@ -14,6 +14,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from errors import MeshError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 # Logical name -> mesh axes. Batch rows spread over every data-parallel axis; weights are
@@ -29,10 +31,6 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("classes", None),
     ("kv", None),
 )
-
-
-class MeshError(ValueError):
-    """A mesh or batch that does not fit the devices; the message names the numbers."""
 
 
 def mesh_shape(data: int, fsdp: int, tensor: int, num_devices: int) -> tuple[int, int, int]:

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from errors import ConfigError
 from train.state import TrainState
 from train.tasks.base import Batch, Metrics, Task
 
@@ -38,7 +39,7 @@ def _split_microbatches(batch: Batch, k: int) -> Batch:
     keeps its own rows (no resharding when B is split over data-parallel devices)."""
     def split(x):
         if x.shape[0] % k:
-            raise ValueError(f"batch of {x.shape[0]} rows cannot be split into train.grad_accum={k} "
+            raise ConfigError(f"batch of {x.shape[0]} rows cannot be split into train.grad_accum={k} "
                              "equal microbatches; make the batch size a multiple of it.")
         return x.reshape((x.shape[0] // k, k) + x.shape[1:]).swapaxes(0, 1)
     return jax.tree.map(split, batch)

@@ -34,12 +34,12 @@ from collections import deque
 
 import ml_collections
 
+from errors import EXIT_PREEMPTED
 from train import checks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_PY = os.path.join(REPO, "run.py")
 EXIT_FAILED = 1
-EXIT_PREEMPTED = 75  # as train.loop: stopped by a signal, rerun the same command to resume
 MAX_NAME = 150       # longer names are cut and end in a hash of the overrides
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 
-from models import UnknownNameError, unknown_name_message
+from errors import UnknownNameError, lookup
 from train.tasks.base import Task, TaskContext  # noqa: F401  (the interface)
 
 TASKS: dict[str, str] = {
@@ -16,9 +16,7 @@ TASKS: dict[str, str] = {
 
 def build_task(name: str, **fields) -> Task:
     """`Task(**config.task)` with the name taken out; unknown names and fields are reported."""
-    if name not in TASKS:
-        raise UnknownNameError(unknown_name_message("task", name, list(TASKS)))
-    module_name, class_name = TASKS[name].split(":")
+    module_name, class_name = lookup(TASKS, "task", name).split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     valid = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(fields) - valid)

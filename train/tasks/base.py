@@ -11,6 +11,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from errors import ConfigError
+
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 # apply(*model_args, **model_kwargs) -> (model output, updated model collections)
@@ -43,7 +45,7 @@ class Task:
         return {}
 
     def sample(self, ctx: "TaskContext", **kwargs: Any) -> str:
-        raise ValueError(f"task {type(self).__name__} has no sampling; "
+        raise ConfigError(f"task {type(self).__name__} has no sampling; "
                          "sampling exists for language_model and diffusion tasks.")
 
 

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from errors import ConfigError
 from train.tasks import diffusion_math as dm
 from train.tasks.base import ApplyFn, Batch, EvalSums, Metrics, Task, TaskContext, masked_mean_parts
 
@@ -68,9 +69,9 @@ class Diffusion(Task):
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {self.sampler!r}. Valid: {', '.join(SAMPLERS)}.")
+            raise ConfigError(f"unknown sampler {self.sampler!r}. Valid: {', '.join(SAMPLERS)}.")
         if not 0.0 <= self.cond_drop < 1.0:
-            raise ValueError(f"task.cond_drop must be in [0, 1), got {self.cond_drop}.")
+            raise ConfigError(f"task.cond_drop must be in [0, 1), got {self.cond_drop}.")
         self.coefficients = dm.make_schedule(self.schedule, self.num_steps)
         dm.ddim_timesteps(self.num_steps, self.sample_steps)  # checks sample_steps
 
@@ -119,7 +120,7 @@ class Diffusion(Task):
         defaults where an argument is None."""
         sampler = sampler or self.sampler
         if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}. Valid: {', '.join(SAMPLERS)}.")
+            raise ConfigError(f"unknown sampler {sampler!r}. Valid: {', '.join(SAMPLERS)}.")
         guidance = self.guidance if guidance is None else float(guidance)
         shape = tuple(int(s) for s in ctx.data_info.features[self.input_key].shape)
         labels = np.asarray(labels, np.int32)

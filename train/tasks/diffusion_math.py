@@ -18,13 +18,15 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
+from errors import ConfigError
+
 SCHEDULES = ("linear", "cosine")
 
 
 def _betas(kind: str, num_steps: int) -> np.ndarray:
     if kind == "linear":
         if num_steps <= 20:  # beta_max = 20 / num_steps would reach 1
-            raise ValueError(f"the linear schedule needs num_steps > 20, got {num_steps}.")
+            raise ConfigError(f"the linear schedule needs num_steps > 20, got {num_steps}.")
         # DDPM's 1e-4 .. 0.02 over 1000 steps, rescaled so other lengths keep the same
         # total noise (Nichol & Dhariwal 2021, `get_named_beta_schedule`).
         scale = 1000.0 / num_steps
@@ -34,7 +36,7 @@ def _betas(kind: str, num_steps: int) -> np.ndarray:
         # beta_t = 1 - abar(t+1)/abar(t), clipped at 0.999 to avoid a singularity at t = T.
         f = lambda t: math.cos((t / num_steps + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
         return np.array([min(1.0 - f(i + 1) / f(i), 0.999) for i in range(num_steps)], np.float64)
-    raise ValueError(f"unknown noise schedule {kind!r}. Valid: {', '.join(SCHEDULES)}.")
+    raise ConfigError(f"unknown noise schedule {kind!r}. Valid: {', '.join(SCHEDULES)}.")
 
 
 def make_schedule(kind: str, num_steps: int) -> dict[str, jnp.ndarray]:
@@ -55,7 +57,7 @@ def make_schedule(kind: str, num_steps: int) -> dict[str, jnp.ndarray]:
       q(x_{t-1} | x_t, x_0) = N(coef1 * x_0 + coef2 * x_t, posterior_variance).
     """
     if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
+        raise ConfigError(f"num_steps must be >= 1, got {num_steps}.")
     betas = _betas(kind, num_steps)
     alphas = 1.0 - betas
     abar = np.cumprod(alphas)
@@ -179,7 +181,7 @@ def ddim_timesteps(num_steps: int, num_sample_steps: int) -> jnp.ndarray:
     with -1:  ts = ddim_timesteps(1000, 50); t_prevs = jnp.append(ts[1:], -1).
     """
     if not 1 <= num_sample_steps <= num_steps:
-        raise ValueError(f"num_sample_steps must be in [1, {num_steps}], got {num_sample_steps}.")
+        raise ConfigError(f"num_sample_steps must be in [1, {num_steps}], got {num_sample_steps}.")
     if num_sample_steps == 1:
         return jnp.array([num_steps - 1], jnp.int32)
     ts = np.floor(np.linspace(0, num_steps - 1, num_sample_steps) + 0.5).astype(np.int32)

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from errors import ConfigError
 from train.tasks.base import ApplyFn, Batch, EvalSums, Metrics, Task, TaskContext, masked_mean_parts
 
 SEED_TOKEN = ord("\n")  # what an empty prompt is conditioned on (not part of the output)
@@ -110,7 +111,7 @@ class LanguageModel(Task):
         """The prompt and `num_tokens` sampled bytes after it, decoded as UTF-8 (errors
         replaced). temperature 0 is greedy; top_k > 0 samples among the k likeliest."""
         if self.vocab_size != 256:
-            raise ValueError("LanguageModel.sample decodes bytes; it needs vocab_size=256.")
+            raise ConfigError("LanguageModel.sample decodes bytes; it needs vocab_size=256.")
         prompt_ids = list(prompt.encode("utf-8"))
         variables = {k: v for k, v in ctx.variables.items() if k != "cache"}
         out = generate(ctx.model, variables, prompt_ids or [SEED_TOKEN], num_tokens,
