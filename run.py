@@ -3,7 +3,7 @@
     python run.py                                  # train the embedded default -> runs/default
     python run.py train   --config configs/NAME.py[:ARG] --workdir DIR [--config.KEY=VALUE ...]
     python run.py eval    --workdir DIR            # the task's evaluation on the latest checkpoint
-    python run.py sample  --workdir DIR [--prompt ...]   # text (LMs) or a PNG grid (diffusion)
+    python run.py sample  --workdir DIR [--config.sample.KEY=VALUE ...]  # text or a PNG grid
     python run.py sweep   --config configs/NAME.py --workdir DIR [--parallel N] [--seeds K]
     python run.py report  DIR                      # Markdown/CSV table + plots of runs
     python run.py prepare NAME [--data_dir DIR]    # any TFDS dataset -> ArrayRecord
@@ -31,10 +31,7 @@ from ml_collections import config_flags  # noqa: E402
 
 import errors  # noqa: E402
 
-COMMANDS = ("train", "eval", "sample", "sweep", "report", "prepare", "inspect")
 DEFAULT_CONFIG = "configs/digits_resnet.py"
-DEFAULT_WORKDIR = "runs/default"
-REPO = os.path.dirname(os.path.abspath(__file__))
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, configs/NAME.py[:ARG].", lock_config=True)
@@ -43,14 +40,6 @@ flags.DEFINE_string("data_dir", None, "TFDS data dir for `prepare` (default: $TF
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for multi-process runs.")
 flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process run.")
 flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
-# sample
-flags.DEFINE_string("prompt", "", "Language models: the text to continue.")
-flags.DEFINE_integer("num_tokens", 256, "Language models: tokens to generate.")
-flags.DEFINE_float("temperature", 0.8, "Language models: sampling temperature (0 = greedy).")
-flags.DEFINE_integer("top_k", 0, "Language models: keep the k most likely tokens (0 = all).")
-flags.DEFINE_float("guidance", -1.0, "Diffusion: classifier-free guidance scale (-1 = the config's).")
-flags.DEFINE_string("sampler", "", "Diffusion: ddpm or ddim ('' = the config's).")
-flags.DEFINE_integer("num_samples", 0, "Diffusion: samples per class (0 = the config's).")
 # sweep
 flags.DEFINE_integer("parallel", 1, "sweep: trials run at once.")
 flags.DEFINE_integer("seeds", 1, "sweep: seeds per trial.")
@@ -71,7 +60,7 @@ def fail(message: str) -> None:
 def parse_flags(argv: list[str]) -> list[str]:
     """absl parsing, with flag and config mistakes turned into one line and exit code 2."""
     if not any(a == "--config" or a.startswith("--config=") for a in argv):
-        argv = [argv[0], f"--config={os.path.join(REPO, DEFAULT_CONFIG)}"] + argv[1:]
+        argv = [argv[0], f"--config={os.path.join(os.path.dirname(os.path.abspath(__file__)), DEFAULT_CONFIG)}"] + argv[1:]
     _check_config_path(argv)
     try:
         rest = FLAGS(argv)
@@ -90,25 +79,24 @@ def _check_config_path(argv: list[str]) -> None:
         value = a.split("=", 1)[1] if a.startswith("--config=") else (
             argv[i + 1] if a == "--config" and i + 1 < len(argv) else None)
         if value is not None and not os.path.isfile(value.split(":", 1)[0]):
-            from train.config_errors import available_configs
+            from commands.flag_errors import available_configs
             fail(f"config file {value.split(':', 1)[0]!r} not found. "
                  f"Available: {', '.join(available_configs())}.")
 
 
 def _flag_message(text: str, argv: list[str]) -> str:
-    from train.config_errors import explain_flag_error
+    from commands.flag_errors import explain_flag_error
     return explain_flag_error(text, argv)
 
 
 def main(argv: list[str]) -> None:
     args = argv[1:]
     command = args[0] if args else "train"
-    if command not in COMMANDS:
-        fail(errors.unknown_name_message("command", command, list(COMMANDS)))
-    from train import cli
+    import commands
+    if command not in commands.COMMANDS:
+        fail(errors.unknown_name_message("command", command, list(commands.COMMANDS)))
     try:
-        code = cli.dispatch(command, args[1:], FLAGS, default_config=DEFAULT_CONFIG,
-                            default_workdir=DEFAULT_WORKDIR)
+        code = commands.dispatch(command, args[1:], FLAGS)
     except errors.StrataError as e:  # a user mistake; anything else is a bug (traceback, exit 1)
         if os.environ.get("STRATA_DEBUG"):
             raise

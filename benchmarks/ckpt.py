@@ -77,7 +77,7 @@ def _step_seconds(exp, config, steps: int = 30) -> float:
     import jax
 
     from train import step as step_lib
-    from train.evaluate import to_global
+    from train.sharding import to_global
     it = exp.train_iterator()
     batches = [to_global(next(it), exp.mesh) for _ in range(4)]
     step = step_lib.jit_train_step(exp.model, exp.task, exp.tx, exp.state_shardings, exp.batch_sharding,
@@ -130,7 +130,7 @@ def strata_checkpoints():
         from train.tasks import build_task
         config = text_gpt.get_config()
         model = build_model("gpt", **BIG_GPT)
-        task = build_task("language_model", vocab_size=BIG_GPT["vocab_size"], unigram_baseline=False)
+        task = build_task("language_model", vocab_size=BIG_GPT["vocab_size"])
         tx = build_optimizer(config.optimizer, config.train.steps)
         mesh = sharding.make_mesh(devices=jax.devices()[:1])
         example = {"tokens": np.zeros((1, BIG_GPT["max_len"] + 1), np.int32)}

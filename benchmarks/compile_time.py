@@ -31,7 +31,7 @@ def compile_worker():
 
         from benchmarks.loop import _load_config
         from train import checkpoints, step as step_lib
-        from train.evaluate import to_global
+        from train.sharding import to_global
         from train.loop import Experiment
         config = _load_config(path)
         workdir = tempfile.mkdtemp(prefix="strata-bench-compile-")

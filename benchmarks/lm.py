@@ -74,7 +74,7 @@ def strata_contender(model_fields: dict | None = None, batch_size: int = BATCH):
     fields = model_fields or MODEL
     optimizer, total_steps = _optimizer_config()
     model = build_model("gpt", **fields)
-    task = build_task("language_model", vocab_size=fields["vocab_size"], unigram_baseline=False)
+    task = build_task("language_model", vocab_size=fields["vocab_size"])
     tx = build_optimizer(optimizer, total_steps)
     mesh = sharding.make_mesh(devices=jax.devices()[:1])
     batch_sharding = sharding.batch_sharding(mesh)

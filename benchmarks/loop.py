@@ -26,7 +26,7 @@ CONFIG = "configs/digits_resnet.py"
 def bare_contender(config_path: str = CONFIG, num_batches: int = 8):
     """run(n): n calls of the jitted train step of `config_path` on device batches."""
     from train import step as step_lib
-    from train.evaluate import to_global
+    from train.sharding import to_global
     from train.loop import Experiment
     config = _load_config(config_path)
     workdir = tempfile.mkdtemp(prefix="strata-bench-bare-")

@@ -1,5 +1,7 @@
 """Defaults shared by every config: each file starts from `base_config()` and sets what
-differs. A key exists here because the loop reads it."""
+differs. Every key the code reads is defined here, with a comment; the code reads keys
+directly (no `.get(key, default)` copies of these defaults). `model.*` and `task.*` hold
+the fields of the model and task classes, whose defaults live in those classes."""
 from __future__ import annotations
 
 import ml_collections
@@ -17,36 +19,63 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.train_split = "train"
     c.data.eval_split = "test"
     c.data.preprocess = ""         # ops string for training, e.g. "to_float|pad_crop(1)"
-    c.data.eval_preprocess = ""    # ops string for evaluation (deterministic)
+    c.data.eval_preprocess = ""    # ops for evaluation (deterministic); "" = no ops. The one
+                                   # fallback rule: an evaluator's `preprocess` "" = this
     c.data.data_dir = ""           # TFDS data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
     c.data.files = ""              # comma-separated local text files (text datasets)
     c.data.seq_len = 0             # > 0: read fixed windows of tokens (language modelling)
+    c.data.text_key = "text"       # with seq_len > 0: the feature holding each record's bytes
     c.data.num_threads = 2         # Grain reader threads
     c.data.in_memory_max_mb = 256  # train split held in memory as arrays if its files are <= this (0 = never)
 
     c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "adamw"
-    c.optimizer.learning_rate = 1e-3
-    c.optimizer.schedule = "cosine"
-    c.optimizer.warmup_steps = 0
-    c.optimizer.weight_decay = 0.0
-    c.optimizer.grad_clip = 0.0
-    c.optimizer.momentum = 0.9
-    c.optimizer.nesterov = False
-    c.optimizer.b1 = 0.9
-    c.optimizer.b2 = 0.999
+    c.optimizer.name = "adamw"     # adamw | sgd
+    c.optimizer.learning_rate = 1e-3  # the peak, after warm-up
+    c.optimizer.schedule = "cosine"   # cosine | constant
+    c.optimizer.warmup_steps = 0   # linear warm-up from 0
+    c.optimizer.end_lr_fraction = 0.0  # cosine: the final rate as a fraction of the peak
+    c.optimizer.weight_decay = 0.0  # decoupled; matrices only (ndim > 1)
+    c.optimizer.grad_clip = 0.0    # global-norm clipping; 0 = off
+    c.optimizer.momentum = 0.9     # sgd; 0 = plain SGD
+    c.optimizer.nesterov = False   # sgd
+    c.optimizer.b1 = 0.9           # adamw
+    c.optimizer.b2 = 0.999         # adamw
+    c.optimizer.eps = 1e-8         # adamw
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 1000
-    c.train.batch_size = 128
-    c.train.eval_batch_size = 0    # 0 = train.batch_size
-    c.train.log_every = 50
-    c.train.eval_every = 500
-    c.train.checkpoint_every = 500
-    c.train.eval_max_batches = 0   # 0 = the whole eval split
+    c.train.batch_size = 128       # global: split over processes and data-parallel devices
+    c.train.log_every = 50         # steps per train/* line in metrics.jsonl (>= 1)
+    c.train.checkpoint_every = 500  # 0 = only at the end
     c.train.ema_decay = 0.0        # > 0 keeps an EMA of the parameters for eval/sampling
-    c.train.grad_accum = 1
-    c.train.progress = True
+    c.train.grad_accum = 1         # microbatches per step (>= 1)
+    c.train.progress = True        # the console progress bar
+    # Defaults of every evaluator (each may set its own, see `evals` below):
+    c.train.eval_every = 500       # 0 = only at the end
+    c.train.eval_batch_size = 0    # 0 = train.batch_size
+    c.train.eval_max_batches = 0   # 0 = the whole split
+
+    # Evaluators, big_vision style: evals.<name> = dict(type=..., split=..., ...), each a
+    # module in train/evaluators/ found by `type`. Their common fields, where "" / 0 take
+    # the defaults above: split ("" = data.eval_split; an empty result skips the
+    # evaluator), preprocess ("" = data.eval_preprocess), every (0 = train.eval_every),
+    # batch_size, max_batches, and prefix ("" = "eval/" for the one named `default`, else
+    # "eval/<name>/"): metrics.jsonl keys are prefix + metric.
+    c.evals = ml_collections.ConfigDict()
+    c.evals.default = evaluator("metrics")
+
+    # `run.py sample` (and the diffusion sample-quality evaluator's sampler settings).
+    c.sample = ml_collections.ConfigDict()
+    c.sample.seed = 0              # run.py sample draws from this seed: reproducible
+    c.sample.prompt = ""           # language models: the text to continue
+    c.sample.num_tokens = 256      # language models: tokens to generate
+    c.sample.temperature = 0.8     # language models: 0 = greedy
+    c.sample.top_k = 0             # language models: 0 = all tokens
+    c.sample.sampler = "ddim"      # diffusion: ddim (sample.steps steps) | ddpm (all task.num_steps)
+    c.sample.steps = 50            # diffusion: DDIM steps
+    c.sample.eta = 0.0             # diffusion: DDIM stochasticity (0 = deterministic)
+    c.sample.guidance = 1.0        # diffusion: classifier-free guidance (1 = plain conditional)
+    c.sample.per_class = 10        # diffusion: columns of the PNG grid (one row per class)
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.keep = 3
@@ -60,8 +89,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh.data = -1               # -1 = all devices not used by the other axes
     c.mesh.fsdp = 1
     c.mesh.tensor = 1
-    c.mesh.rules = ()              # () = train.sharding.DEFAULT_RULES
+    c.mesh.rules = ()              # () = train.sharding.DEFAULT_RULES (config.json shows the resolved rules)
     return c
+
+
+def evaluator(type: str, **fields) -> ml_collections.ConfigDict:
+    """An `evals.<name>` entry: its type, the common fields (all defaulting to the
+    train/data defaults, see `base_config`) and the type's own `fields`."""
+    common = dict(type=type, split="", preprocess="", every=0, batch_size=0, max_batches=0, prefix="")
+    return ml_collections.ConfigDict({**common, **fields})
 
 
 def byte_lm_config(runlocal: bool = False) -> ml_collections.ConfigDict:
@@ -73,6 +109,7 @@ def byte_lm_config(runlocal: bool = False) -> ml_collections.ConfigDict:
     c = base_config()
     c.task.name = "language_model"
     c.task.vocab_size = 256
+    c.model.vocab_size = c.task.get_ref("vocab_size")  # set once: the model follows the task
 
     c.data.name = "pystdlib"
     c.data.eval_split = "validation"
@@ -93,6 +130,8 @@ def byte_lm_config(runlocal: bool = False) -> ml_collections.ConfigDict:
     c.train.eval_max_batches = 0   # the whole validation split: 2,701 windows, 346 KB
     c.checkpoint.best_metric = "eval/bits_per_byte"
     c.checkpoint.best_mode = "min"
+    # The byte entropy of the scored validation text: what a model without context reaches.
+    c.evals.unigram = evaluator("unigram_baseline", prefix="eval/")
 
     if runlocal:
         c.train.steps = 20

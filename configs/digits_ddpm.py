@@ -1,7 +1,7 @@
 """Class-conditional DDPM (small U-Net, classifier-free guidance) on the embedded digits.
 
     python run.py train  --config configs/digits_ddpm.py --workdir runs/digits_ddpm
-    python run.py sample --workdir runs/digits_ddpm [--guidance 2] [--sampler ddim|ddpm]
+    python run.py sample --workdir runs/digits_ddpm [--config.sample.guidance=2] [--config.sample.sampler=ddpm]
         # -> runs/digits_ddpm/samples_ddim50_guidance2.png: 10 rows (digits 0-9) x 10
 
 Sized for a 2-core CPU: a 652k-parameter U-Net (32-64 channels, 8x8 and 4x4, attention
@@ -27,34 +27,39 @@ Guidance trades accuracy for diversity (same checkpoint, DDIM 50, 360 samples):
 
 (fd can go below the floor: the floor measures held-out images against the train split,
 while samples imitate the train split itself.)
-`run.py sample --sampler ddpm` (1,000 ancestral steps, guidance 2): 99% of 100 samples
+`run.py sample --config.sample.sampler=ddpm` (1,000 ancestral steps, guidance 2): 99% of 100 samples
 classified as conditioned. `:runlocal` is a 10-step smoke run of a tiny U-Net.
 """
-from configs.common import base_config, parse_arg
+from configs.common import base_config, evaluator, parse_arg
 
 
 def get_config(arg: str | None = None):
     args = parse_arg(arg, runlocal=False)
     c = base_config()
+    c.task.num_classes = 10
     c.model.name = "unet"
     c.model.channels = 32
     c.model.channel_mults = (1, 2)
     c.model.num_res_blocks = 1
     c.model.attention_resolutions = ()
-    c.model.num_classes = 10
+    c.model.num_classes = c.task.get_ref("num_classes")  # set once, in task.num_classes
     c.model.dropout = 0.0
     c.model.num_groups = 8
     c.model.dtype = "float32"
 
     c.task.name = "diffusion"
-    c.task.num_classes = 10
     c.task.num_steps = 1000
     c.task.schedule = "cosine"
     c.task.cond_drop = 0.1
-    c.task.guidance = 2.0
-    c.task.sampler = "ddim"
-    c.task.sample_steps = 50
-    c.task.eval_samples_per_class = 36
+
+    # Sampling (run.py sample, and the sample-quality evaluator): DDIM, 50 steps, guidance 2.
+    c.sample.sampler = "ddim"
+    c.sample.steps = 50
+    c.sample.guidance = 2.0
+    c.sample.per_class = 10
+    # 36 samples per digit class make 360, the size of the test split, so `fd` and
+    # `fd_real_floor` compare sets of equal size.
+    c.evals.samples = evaluator("sample_quality", prefix="eval/", samples_per_class=36)
 
     c.data.name = "digits"
     c.data.preprocess = "to_float(-1, 1)"
@@ -77,9 +82,9 @@ def get_config(arg: str | None = None):
         c.model.channel_mults = (1,)
         c.model.num_groups = 4
         c.task.num_steps = 100
-        c.task.sample_steps = 5
-        c.task.eval_samples_per_class = 2
-        c.task.grid_samples_per_class = 2
+        c.sample.steps = 5
+        c.sample.per_class = 2
+        c.evals.samples.samples_per_class = 2
         c.train.steps = 10
         c.train.batch_size = 32
         c.train.log_every = 5

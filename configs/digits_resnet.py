@@ -13,15 +13,15 @@ from configs.common import base_config, parse_arg, product
 def get_config(arg: str | None = None):
     args = parse_arg(arg, runlocal=False)
     c = base_config()
+    c.task.num_classes = 10
     c.model.name = "resnet"
     c.model.depth = 20
     c.model.family = "cifar"
     c.model.width = 16            # channels of the first stage (16-32-64)
-    c.model.num_classes = 10
+    c.model.num_classes = c.task.get_ref("num_classes")  # set once, in task.num_classes
     c.model.dtype = "float32"
 
     c.task.name = "classification"
-    c.task.num_classes = 10
     c.task.label_smoothing = 0.0
 
     c.data.name = "digits"

@@ -13,15 +13,15 @@ from configs.common import base_config, parse_arg
 def get_config(arg: str | None = None):
     args = parse_arg(arg, cell="lstm", runlocal=False)
     c = base_config()
+    c.task.num_classes = 10
     c.model.name = "rnn"
     c.model.cell = args.cell
     c.model.num_layers = 2
     c.model.hidden = 128
-    c.model.num_classes = 10
+    c.model.num_classes = c.task.get_ref("num_classes")  # set once, in task.num_classes
     c.model.dtype = "float32"
 
     c.task.name = "classification"
-    c.task.num_classes = 10
 
     c.data.name = "digits"
     c.data.preprocess = "to_float(-1, 1)|pad_crop(1)|rows_as_sequence"

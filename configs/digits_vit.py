@@ -12,18 +12,18 @@ from configs.common import base_config, parse_arg
 def get_config(arg: str | None = None):
     args = parse_arg(arg, runlocal=False)
     c = base_config()
+    c.task.num_classes = 10
     c.model.name = "vit"
     c.model.variant = "Ti/2"
     c.model.width = 128
     c.model.depth = 4
     c.model.num_heads = 4
     c.model.mlp_dim = 256
-    c.model.num_classes = 10
+    c.model.num_classes = c.task.get_ref("num_classes")  # set once, in task.num_classes
     c.model.pool = "gap"
     c.model.dtype = "float32"
 
     c.task.name = "classification"
-    c.task.num_classes = 10
     c.task.label_smoothing = 0.1
 
     c.data.name = "digits"

@@ -1,7 +1,7 @@
 """A byte-level GPT on the Python standard library's source (embedded `pystdlib`).
 
     python run.py train  --config configs/text_gpt.py --workdir runs/text_gpt
-    python run.py sample --workdir runs/text_gpt --prompt "def "
+    python run.py sample --workdir runs/text_gpt --config.sample.prompt="def "
 
 859K parameters (4 layers, width 128, 4 heads, rotary positions, context 128 bytes).
 Sized for a 2-core CPU: 500 steps of 32 windows x 128 bytes (2 MB, a sixth of the
@@ -18,7 +18,6 @@ def get_config(arg: str | None = None):
     args = parse_arg(arg, runlocal=False)
     c = byte_lm_config(args.runlocal)
     c.model.name = "gpt"
-    c.model.vocab_size = 256
     c.model.num_layers = 4
     c.model.num_heads = 4
     c.model.width = 128

@@ -1,7 +1,7 @@
 """A byte-level LSTM on the Python standard library's source (embedded `pystdlib`).
 
     python run.py train  --config configs/text_lstm.py --workdir runs/text_lstm
-    python run.py sample --workdir runs/text_lstm --prompt "def "
+    python run.py sample --workdir runs/text_lstm --config.sample.prompt="def "
 
 1.18M parameters (2 LSTM layers of 256, trained on 128-byte windows; sampling carries
 the state on without limit). Sized for a 2-core CPU: 500 steps of 32 windows x 128 bytes
@@ -20,7 +20,6 @@ def get_config(arg: str | None = None):
     c.model.cell = "lstm"
     c.model.num_layers = 2
     c.model.hidden = 256
-    c.model.vocab_size = 256
     c.model.num_classes = None
     c.model.dropout = 0.0
     c.model.dtype = "float32"

@@ -104,14 +104,14 @@ def open_split(data_config: Any, split: str) -> tuple[Sequence[dict], tfds.core.
     fixed-length windows `{"tokens": (seq_len + 1,)}` over their concatenation.
     """
     kwargs = {}
-    files = data_config.get("files", "")
+    files = data_config.files
     if files:
         kwargs["files"] = tuple(f for f in files.split(",") if f)
-    source, info = open_source(data_config.name, split, data_config.get("data_dir") or None, **kwargs)
-    seq_len = data_config.get("seq_len", 0)
+    source, info = open_source(data_config.name, split, data_config.data_dir or None, **kwargs)
+    seq_len = data_config.seq_len
     if seq_len:
         from data.text import TextWindows
-        source = TextWindows(source, seq_len, key=data_config.get("text_key", "text"))
+        source = TextWindows(source, seq_len, key=data_config.text_key)
     return source, info
 
 

@@ -8,17 +8,17 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 import scipy.linalg
 
+from configs.common import base_config
 from helpers import run_cli
 from models import build_model
-from train.tasks import build_task
+from train.tasks import TaskContext, build_task
 from train.tasks import diffusion_math as dm
-from train.tasks import sample_quality as sq
+from train.evaluators import sample_quality as sq
 from train.tasks.diffusion import jitted_sample_loop
 
 TINY_UNET = dict(channels=8, channel_mults=(1,), num_res_blocks=1, num_groups=4, num_classes=10)
@@ -52,8 +52,16 @@ def tiny():
 
 def context(model, variables, rng=0):
     data_info = types.SimpleNamespace(features={"image": types.SimpleNamespace(shape=(8, 8, 1))})
-    return types.SimpleNamespace(model=model, variables=variables, data_info=data_info, mesh=None,
-                                 rng=jax.random.key(rng), workdir=None, config=None)
+    return TaskContext(model=model, variables=variables, data_info=data_info, mesh=None,
+                       rng=jax.random.key(rng))
+
+
+def settings(**overrides):
+    """config.sample with DDIM 4 steps and the given overrides."""
+    sample = base_config().sample
+    sample.steps = 4
+    sample.update(overrides)
+    return sample
 
 
 def test_loss_overfits_one_batch():
@@ -147,32 +155,33 @@ def test_sampling_loop_matches_step_by_step_reference(tiny, sampler, num_steps, 
 
 def test_generate_shape_range_labels_and_guidance_batching(tiny):
     model, variables = tiny
-    task = build_task("diffusion", num_steps=1000, sample_steps=4, guidance=3.0)
+    task = build_task("diffusion", num_steps=1000)
     ctx = context(model, variables)
     labels = np.repeat(np.arange(10), 2)  # 20 rows
-    guided = task.generate(ctx, labels)
+    guided = task.generate(ctx, labels, settings(guidance=3.0))
     assert guided.shape == (20, 8, 8, 1) and guided.dtype == np.float32
     assert np.isfinite(guided).all() and guided.min() >= -1 and guided.max() <= 1
     assert np.abs(guided[0::2] - guided[1::2]).max() > 1e-3  # each row starts from its own noise
 
     # guidance 0 is the unconditional model: the same as sampling with the null label;
     # guidance 1 is the conditional model run alone (no uncond half in the batch).
-    g0 = task.generate(ctx, labels, guidance=0.0)
-    np.testing.assert_allclose(g0, task.generate(ctx, np.full(20, 10), guidance=1.0), atol=1e-5)
-    g1 = task.generate(ctx, labels, guidance=1.0)
+    g0 = task.generate(ctx, labels, settings(guidance=0.0))
+    np.testing.assert_allclose(g0, task.generate(ctx, np.full(20, 10), settings(guidance=1.0)), atol=1e-5)
+    g1 = task.generate(ctx, labels, settings(guidance=1.0))
     assert np.abs(g1 - g0).max() > 1e-2 and np.abs(guided - g1).max() > 1e-2  # labels matter
 
 
 def test_generate_pads_the_batch_to_the_mesh(tiny):
     from train import sharding
     model, variables = tiny
-    task = build_task("diffusion", num_steps=1000, sample_steps=4)
+    task = build_task("diffusion", num_steps=1000)
     ctx = context(model, variables)
     ctx.mesh = sharding.make_mesh(-1, 1, 1)  # the 8 simulated devices
     labels = np.repeat(np.arange(10), 2)  # not a multiple of 8: padded to 24 rows, cut to 20
-    on_mesh = task.generate(ctx, labels)
+    on_mesh = task.generate(ctx, labels, settings())
     assert on_mesh.shape == (20, 8, 8, 1)
-    np.testing.assert_allclose(on_mesh, task.generate(context(model, variables), labels), atol=1e-5)
+    np.testing.assert_allclose(on_mesh, task.generate(context(model, variables), labels, settings()),
+                               atol=1e-5)
 
 
 def test_frechet_distance_matches_scipy_sqrtm_and_grows_with_shift():
@@ -193,18 +202,18 @@ def test_frechet_distance_matches_scipy_sqrtm_and_grows_with_shift():
 
 
 def test_judge_classifies_real_test_images(tfds_dir):
-    data = ml_collections.ConfigDict(dict(name="digits", data_dir=tfds_dir, train_split="train",
-                                          eval_split="test", preprocess="to_float(-1, 1)",
-                                          eval_preprocess="to_float(-1, 1)"))
-    judge = sq.judge_for(data)
-    assert sq.judge_for(data) is judge  # fitted once per process
-    images, labels = sq.load_split(data, "test", "image", "label")
+    from data import sources
+    train, _ = sources.open_source("digits", "train", tfds_dir)
+    test, _ = sources.open_source("digits", "test", tfds_dir)
+    judge = sq.judge_for(train, test, "to_float(-1, 1)")
+    assert sq.judge_for(train, test, "to_float(-1, 1)") is judge  # fitted once per process
+    images, labels = sq.load_split(test, "to_float(-1, 1)")
     assert images.shape == (360, 8, 8, 1) and images.min() == -1 and images.max() == 1
     print(f"judge: test accuracy {judge.test_accuracy:.3f}, fd floor {judge.fd_real_floor:.2f}")
     assert judge.accuracy(images, labels) == judge.test_accuracy > 0.9
     assert judge.accuracy(images, (labels + 1) % 10) < 0.1  # wrong conditioning is caught
     assert judge.fd(images) == pytest.approx(judge.fd_real_floor)
-    train_images, _ = sq.load_split(data, "train", "image", "label")
+    train_images, _ = sq.load_split(train, "to_float(-1, 1)")
     assert abs(judge.fd(train_images)) < 1e-6
     noisy = np.clip(images + np.random.default_rng(0).normal(0, 0.5, images.shape), -1, 1)
     assert judge.fd(noisy) > judge.fd_real_floor + 5
@@ -223,7 +232,8 @@ def test_train_then_sample_end_to_end(tfds_dir, tmp_path):
     assert 0 <= last["eval/sample_accuracy"] <= 1
     assert last["eval/fd"] > last["eval/fd_real_floor"] > 0
 
-    r = run_cli("sample", "--workdir", workdir, "--guidance", "1.5", "--num_samples", "3", env=env)
+    r = run_cli("sample", "--workdir", workdir, "--config.sample.guidance=1.5",
+                "--config.sample.per_class=3", env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     path = os.path.join(workdir, "samples_ddim5_guidance1.5.png")
     assert path in r.stdout

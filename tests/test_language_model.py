@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 
+from configs.common import base_config
 from helpers import run_cli
 from models import build_model
 from train.tasks import TaskContext, build_task
@@ -111,14 +112,19 @@ def test_cached_greedy_equals_recomputation_and_compiles_once_per_shape(name):
 def test_sample_returns_prompt_and_continuation_top1_is_greedy():
     model, params = init_params("gpt", scale=3.0)
     task = build_task("language_model")
-    ctx = TaskContext(model, {"params": params}, None, None, None, None, jax.random.key(0))
-    greedy = task.sample(ctx, prompt="def ", num_tokens=20, temperature=0.0)
-    top1 = task.sample(ctx, prompt="def ", num_tokens=20, temperature=1.5, top_k=1, guidance=-1.0)
-    sampled = task.sample(ctx, prompt="def ", num_tokens=20, temperature=1.0)
+    ctx = TaskContext(model, {"params": params}, None, None, jax.random.key(0))
+
+    def sample(**settings):
+        sample_config = base_config().sample
+        sample_config.update(settings)
+        return task.sample(ctx, sample_config).text
+
+    greedy = sample(prompt="def ", num_tokens=20, temperature=0.0)
+    top1 = sample(prompt="def ", num_tokens=20, temperature=1.5, top_k=1)
+    sampled = sample(prompt="def ", num_tokens=20, temperature=1.0)
     assert greedy.startswith("def ") and top1 == greedy
-    assert sampled.startswith("def ") and sampled == task.sample(ctx, prompt="def ", num_tokens=20,
-                                                                 temperature=1.0)
-    assert task.sample(ctx, prompt="", num_tokens=5, temperature=0.0)  # empty prompt works
+    assert sampled.startswith("def ") and sampled == sample(prompt="def ", num_tokens=20, temperature=1.0)
+    assert sample(prompt="", num_tokens=5, temperature=0.0)  # empty prompt works
 
 
 def test_train_then_sample_end_to_end(tmp_path):
@@ -143,6 +149,11 @@ def test_train_then_sample_end_to_end(tmp_path):
     p = p[p > 0]
     assert last["eval/unigram_bits_per_byte"] == pytest.approx(-(p * np.log2(p)).sum(), rel=1e-6)
 
-    result = run_cli("sample", "--workdir", workdir, "--prompt", "def ", "--num_tokens", "40")
+    sample = ("sample", "--workdir", workdir, "--config.sample.prompt=def ",
+              "--config.sample.num_tokens=40", "--config.sample.temperature=1.0")
+    result = run_cli(*sample)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("def ") and len(result.stdout) > len("def ")
+    assert run_cli(*sample).stdout == result.stdout  # config.sample.seed: reproducible
+    other = run_cli(*sample, "--config.sample.seed=3")
+    assert other.returncode == 0 and other.stdout != result.stdout

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models import build_model
-from train.evaluate import to_global
+from train.sharding import to_global
 from train.optimizers import build_optimizer
 from train.sharding import DEFAULT_RULES, make_mesh
 from train.state import create_train_state

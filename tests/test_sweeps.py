@@ -15,7 +15,7 @@ import pytest
 
 from configs import common
 from helpers import REPO, run_cli
-from train import report, sweeps
+from commands import report, trials as sweeps
 from train.checks import ConfigError
 
 CONFIG = "tests/sweep_config.py"

@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 
 from helpers import tiny_resnet_config
 from train import loop, sharding, step as step_lib
-from train.evaluate import to_global
+from train.sharding import to_global
 
 
 def read_lines(workdir):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import ml_collections
@@ -9,12 +10,19 @@ import ml_collections
 from errors import ConfigError
 
 
-POSITIVE_KEYS = ("train.steps", "train.batch_size", "train.log_every", "checkpoint.keep")
-NON_NEGATIVE_KEYS = ("train.eval_every", "train.checkpoint_every", "train.grad_accum",
-                     "optimizer.learning_rate", "optimizer.warmup_steps")
-# Keys that change nothing about the numbers, so a resume may change them freely.
+POSITIVE_KEYS = ("train.steps", "train.batch_size", "train.log_every", "train.grad_accum",
+                 "checkpoint.keep", "data.num_threads")
+NON_NEGATIVE_KEYS = ("train.eval_every", "train.checkpoint_every", "train.eval_batch_size",
+                     "train.eval_max_batches", "train.ema_decay", "optimizer.learning_rate",
+                     "optimizer.warmup_steps", "optimizer.weight_decay", "optimizer.grad_clip",
+                     "optimizer.end_lr_fraction", "optimizer.momentum", "optimizer.eps",
+                     "data.in_memory_max_mb", "data.seq_len", "sample.num_tokens", "sample.top_k",
+                     "sample.temperature", "sample.steps", "sample.eta", "sample.guidance")
+BELOW_ONE_KEYS = ("train.ema_decay", "optimizer.b1", "optimizer.b2")  # decay rates in [0, 1)
+# Keys that change nothing about the training numbers, so a resume may change them freely.
 RESUME_FREE_KEYS = ("train.progress", "data.num_threads", "data.data_dir", "checkpoint.async_save",
                     "checkpoint.init_from", "checkpoint.init_strict")  # init_*: only for a fresh start
+RESUME_FREE_SECTIONS = ("sample.",)  # read only by run.py sample
 
 
 def _get(config: ml_collections.ConfigDict, dotted: str):
@@ -24,43 +32,75 @@ def _get(config: ml_collections.ConfigDict, dotted: str):
     return node
 
 
+def resolve(config: ml_collections.ConfigDict) -> None:
+    """Fills in values whose default is computed (`mesh.rules` () -> the default rules), so
+    config.json shows what ran and a resume compares like with like."""
+    from train import sharding
+    config.mesh.rules = tuple(tuple(r) for r in sharding.rules_from_config(config.mesh.rules))
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
-    """Values that would fail later (or silently do nothing) are refused now."""
+    """Values that would fail later (or silently do nothing) are refused now, before any
+    compute: NaN or negative numbers, zero where "0 means" has no meaning, empty names."""
+    for key in POSITIVE_KEYS + NON_NEGATIVE_KEYS:
+        value = _get(config, key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config.{key} must be a finite number, got {value}.")
     for key in POSITIVE_KEYS:
         if _get(config, key) <= 0:
             raise ConfigError(f"config.{key} must be positive, got {_get(config, key)}.")
     for key in NON_NEGATIVE_KEYS:
         if _get(config, key) < 0:
             raise ConfigError(f"config.{key} must not be negative, got {_get(config, key)}.")
-    if config.train.grad_accum == 0:
-        raise ConfigError("config.train.grad_accum must be at least 1.")
+    for key in BELOW_ONE_KEYS:
+        if not 0 <= _get(config, key) < 1:
+            raise ConfigError(f"config.{key} must be in [0, 1), got {_get(config, key)}.")
     if not config.model.get("name"):
         raise ConfigError("config.model.name is empty; set it in the config file.")
-    if not config.data.get("name"):
+    if not config.task.get("name"):
+        raise ConfigError("config.task.name is empty; set it in the config file.")
+    if not config.data.name:
         raise ConfigError("config.data.name is empty; set it (e.g. --config.data.name=digits).")
-    ckpt = config.get("checkpoint", {})
-    if ckpt.get("best_mode", "max") not in ("max", "min"):
+    ckpt = config.checkpoint
+    if ckpt.best_mode not in ("max", "min"):
         raise ConfigError(f"config.checkpoint.best_mode must be 'max' or 'min', got {ckpt.best_mode!r}.")
-    if ckpt.get("best_metric") and not ckpt.best_metric.startswith("eval/"):
+    if ckpt.best_metric and not ckpt.best_metric.startswith("eval/"):
         raise ConfigError(f"config.checkpoint.best_metric must name an eval metric such as "
                           f"'eval/accuracy', got {ckpt.best_metric!r}.")
+    _check_shared_values(config)
+
+
+def _check_shared_values(config: ml_collections.ConfigDict) -> None:
+    """A value two sections need, where a config set both copies instead of one
+    FieldReference: they must agree."""
+    pairs = [("task.num_classes", "model.num_classes"), ("task.vocab_size", "model.vocab_size")]
+    for a, b in pairs:
+        try:
+            va, vb = _get(config, a), _get(config, b)
+        except (KeyError, AttributeError):
+            continue
+        if va is not None and vb is not None and va != vb:
+            raise ConfigError(f"config.{a}={va} but config.{b}={vb}; they must agree "
+                              f"(set {a} only: the config file ties {b} to it).")
 
 
 def check_buildable(config: ml_collections.ConfigDict) -> None:
-    """Names (model, task, dataset) and the mesh and batch against the devices: checked
-    before the workdir is looked at, so a mistake is reported as itself."""
+    """Names (model, task, dataset, evaluators, sampler) and the mesh and batch sizes against
+    the devices: checked before the workdir is looked at, so a mistake is reported as itself."""
     from data import sources
     from models import build_model
     from train import sharding
+    from train.evaluators import build_evaluators
     from train.tasks import build_task
     build_model(**config.model)
-    build_task(**config.task)
+    task = build_task(**config.task)
+    task.check_sampling(config.sample)
     if config.data.name.split(":")[0].split("/")[0] not in sources.EMBEDDED:
-        sources.get_builder(config.data.name, config.data.get("data_dir") or None)
+        sources.get_builder(config.data.name, config.data.data_dir or None)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
     sharding.check_batch(config.train.batch_size, mesh)
-    if config.train.get("eval_batch_size", 0):
-        sharding.check_batch(config.train.eval_batch_size, mesh)
+    for evaluator in build_evaluators(config):
+        sharding.check_batch(evaluator.batch_size, mesh, what=f"evals.{evaluator.name}.batch_size")
 
 
 def check_workdir(workdir: str) -> None:
@@ -96,7 +136,8 @@ def config_differences(saved: dict, new: dict) -> list[str]:
     a, b = flatten(saved), flatten(new)
     norm = lambda v: json.loads(json.dumps(v, default=str))  # noqa: E731
     keys = sorted(set(a) | set(b))
-    return [k for k in keys if k not in RESUME_FREE_KEYS and norm(a.get(k)) != norm(b.get(k))]
+    return [k for k in keys if k not in RESUME_FREE_KEYS and not k.startswith(RESUME_FREE_SECTIONS)
+            and norm(a.get(k)) != norm(b.get(k))]
 
 
 def check_resume_config(workdir: str, config: ml_collections.ConfigDict, allow_change: bool) -> None:

@@ -24,11 +24,14 @@ import numpy as np
 from data import pipeline, sources
 from errors import EXIT_PREEMPTED, ConfigError, TrainingError
 from models import build_model
-from train import checkpoints, manifest, sharding, step as step_lib, writers
-from train.evaluate import run_eval, to_global
+from train import checkpoints, manifest, paths, sharding, step as step_lib, writers
+from train.evaluators import EvalContext, build_evaluators
+from train.sharding import to_global
 from train.optimizers import build_optimizer
 from train.state import abstract_state_and_shardings, count_params, create_train_state
 from train.tasks import TaskContext, build_task
+
+EVAL_SAMPLE_SALT = 2**31 - 2  # fold_in(state.rng, .): the key host-side evaluators draw from
 
 log = logging.getLogger("strata")
 
@@ -77,44 +80,48 @@ class Experiment:
     Used by `train` and by `run.py eval|sample`, so all of them build things identically.
     """
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str, *, need_train_data: bool = True,
-                 read_only: bool = False):
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = False):
         self.config = config
         self.workdir = os.path.abspath(workdir)
         c = config
         self.mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor)
         sharding.check_batch(c.train.batch_size, self.mesh)
-        self.eval_batch_size = c.train.get("eval_batch_size", 0) or c.train.batch_size
-        sharding.check_batch(self.eval_batch_size, self.mesh)
-        self.rules = sharding.rules_from_config(c.mesh.get("rules", ()))
+        self.rules = sharding.rules_from_config(c.mesh.rules)
         self.model = build_model(**c.model)
         self.task = build_task(**c.task)
         self.tx = build_optimizer(c.optimizer, c.train.steps)
-        self.train_source, self.data_info = sources.open_split(c.data, c.data.train_split)
-        self.eval_source = None
-        if c.data.get("eval_split"):
-            self.eval_source, _ = sources.open_split(c.data, c.data.eval_split)
+        self._sources: dict[str, Any] = {}
+        self.train_source = self.source(c.data.train_split)
         self.example = example_batch(self.train_source, c.data.preprocess)
         self.train_in_memory = sources.fits_in_memory(self.data_info, c.data.train_split,
-                                                      c.data.get("in_memory_max_mb", 0))
-        self.ema = c.train.get("ema_decay", 0.0) > 0
+                                                      c.data.in_memory_max_mb)
+        self.evaluators = build_evaluators(c)
+        for evaluator in self.evaluators:  # every split opens (and fits the mesh) before any compute
+            sharding.check_batch(evaluator.batch_size, self.mesh, what=f"evals.{evaluator.name}.batch_size")
+            evaluator.check(self.task, self.source)
+        self.ema = c.train.ema_decay > 0
         self.abstract_state, self.state_shardings = abstract_state_and_shardings(
             self.model, self.task, self.tx, self.example, c.seed, self.ema, self.mesh, self.rules)
         self.batch_sharding = sharding.batch_sharding(self.mesh)
         self.checkpointer = checkpoints.Checkpointer(
             os.path.join(self.workdir, "checkpoints"), keep=c.checkpoint.keep,
-            best_metric=c.checkpoint.get("best_metric") or None,
-            best_mode=c.checkpoint.get("best_mode", "max"),
-            async_save=c.checkpoint.get("async_save", True), read_only=read_only)
+            best_metric=c.checkpoint.best_metric or None, best_mode=c.checkpoint.best_mode,
+            async_save=c.checkpoint.async_save, read_only=read_only)
         self.eval_step = step_lib.jit_eval_step(self.model, self.task, self.state_shardings,
                                                 self.batch_sharding)
+
+    def source(self, split: str):
+        """The random-access source of `split` of `config.data`, opened once per run."""
+        if split not in self._sources:
+            self._sources[split], self.data_info = sources.open_split(self.config.data, split)
+        return self._sources[split]
 
     def train_iterator(self):
         c = self.config
         ds = pipeline.train_dataset(
             self.train_source, global_batch_size=c.train.batch_size, preprocess=c.data.preprocess,
             seed=c.seed, process_index=jax.process_index(), process_count=jax.process_count(),
-            num_threads=c.data.get("num_threads", 2), in_memory=self.train_in_memory)
+            num_threads=c.data.num_threads, in_memory=self.train_in_memory)
         return iter(ds)
 
     def fresh_state(self):
@@ -128,23 +135,33 @@ class Experiment:
         target = checkpoints.abstract_with_shardings(self.abstract_state, self.state_shardings)
         return self.checkpointer.restore(step, target, data_iterator)
 
-    def evaluate(self, state) -> dict[str, float]:
-        """Batched task metrics over the eval split, then the task's host-side extras."""
-        if self.eval_source is None:
-            return {}
-        c = self.config
-        means = run_eval(self.eval_step, state, self.eval_source, mesh=self.mesh,
-                         batch_size=self.eval_batch_size,
-                         preprocess=c.data.get("eval_preprocess", c.data.preprocess),
-                         max_batches=c.train.get("eval_max_batches", 0) or None)
-        means = self.task.finalize_eval(means)
-        means.update(self.task.extra_eval(self.context(state)))
-        return {f"eval/{k}": v for k, v in means.items()}
+    def evaluate(self, state, step: int | None = None, last: bool = True) -> dict[str, float]:
+        """The metrics of every evaluator due after `step` (all of them when `last`), each
+        key prefixed as its config says; two evaluators writing one key is a ConfigError."""
+        ctx = self.eval_context(state)
+        out: dict[str, float] = {}
+        for evaluator in self.evaluators:
+            if not evaluator.due(step or 0, last):
+                continue
+            for key, value in evaluator.run(ctx).items():
+                name = evaluator.prefix + key
+                if name in out:
+                    raise ConfigError(f"two evaluators write {name!r}; give config.evals."
+                                      f"{evaluator.name}.prefix another value.")
+                out[name] = value
+        return out
 
-    def context(self, state) -> TaskContext:
+    def eval_context(self, state) -> EvalContext:
+        """What evaluators get: the task, the state, the jitted eval step, the sources."""
+        return EvalContext(task=self.task, state=state, eval_step=self.eval_step, mesh=self.mesh,
+                           source=self.source, train_split=self.config.data.train_split,
+                           task_context=self.context(state, jax.random.fold_in(state.rng, EVAL_SAMPLE_SALT)),
+                           sample=self.config.sample)
+
+    def context(self, state, rng: jax.Array) -> TaskContext:
+        """What host-side task hooks (sampling) get: the model with its eval variables."""
         variables = {"params": state.eval_params(), **state.model_state}
-        return TaskContext(self.model, variables, self.config, self.workdir, self.data_info,
-                           self.mesh, jax.random.fold_in(state.rng, 2**31 - 2))
+        return TaskContext(self.model, variables, self.data_info, self.mesh, rng, self.workdir)
 
 
 def _mean_metrics(history: list[dict]) -> dict[str, float]:
@@ -174,20 +191,10 @@ class WorkdirLock:
         self._fd = None
 
     def __enter__(self):
-        import fcntl
-        if jax.process_index() != 0:
-            return self
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "?"
-            os.close(self._fd)
-            self._fd = None
-            raise ConfigError(f"another run (pid {holder}) is training in {os.path.dirname(self.path)}; "
-                              "wait for it or use another --workdir.") from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+        if jax.process_index() == 0:
+            self._fd = paths.exclusive_lock(
+                self.path, "another run (pid {pid}) is training in {folder}; "
+                "wait for it or use another --workdir.")
         return self
 
     def __exit__(self, *exc):
@@ -225,8 +232,8 @@ def restore_or_start(exp: Experiment, data_iter, say) -> tuple[Any, int, list[di
             f"no checkpoint in {exp.checkpointer.directory} could be read ({listed}); nothing was "
             "moved or deleted. If the config changed the model, use another --workdir; if the "
             "checkpoints are damaged, move that folder away to start over.")
-    init_from = exp.config.checkpoint.get("init_from", "")
-    strict = exp.config.checkpoint.get("init_strict", True)
+    init_from = exp.config.checkpoint.init_from
+    strict = exp.config.checkpoint.init_strict
     if init_from:  # checked against the shapes before any compute is spent
         from train import init_from as init_lib
         loaded = init_lib.load_params(init_from)
@@ -307,16 +314,16 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, flag: _Signal
         raise
     # Written after the restore (which may refuse the workdir) and before the first step.
     if jax.process_index() == 0:
-        manifest.write_json(os.path.join(exp.workdir, "config.json"), manifest.config_to_dict(c))
-        manifest.write_json(os.path.join(exp.workdir, "manifest.json"), manifest.build_manifest(c, exp.mesh))
-    writer = writers.MetricWriter(exp.workdir, c.train.steps, start, progress=c.train.get("progress", True))
+        paths.write_json(os.path.join(exp.workdir, "config.json"), manifest.config_to_dict(c))
+        paths.write_json(os.path.join(exp.workdir, "manifest.json"), manifest.build_manifest(c, exp.mesh))
+    writer = writers.MetricWriter(exp.workdir, c.train.steps, start, progress=c.train.progress)
     writer.message(f"strata: {'resumed from step %d' % start if start else 'fresh start'}; "
                    f"{count_params(state.params):,} parameters; mesh {dict(exp.mesh.shape)}; "
                    f"workdir {exp.workdir}")
 
     train_step = step_lib.jit_train_step(
         exp.model, exp.task, exp.tx, exp.state_shardings, exp.batch_sharding,
-        ema_decay=c.train.get("ema_decay", 0.0), grad_accum=c.train.get("grad_accum", 1))
+        ema_decay=c.train.ema_decay, grad_accum=c.train.grad_accum)
     # Compile the checkpoint checksum now, with start-up, rather than stalling the training
     # window of the first save (~1 s on a 2-core CPU for ResNet-20's state).
     checkpoints.digest_and_finite(state)  # compiles both the checksums and the finite check
@@ -347,8 +354,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, flag: _Signal
                 if first_bad is not None:
                     writer.write(step, scalars)
                     raise _divergence(step, first_bad, exp, "the loss or gradient norm")
-            if (c.train.eval_every and step % c.train.eval_every == 0) or is_last:
-                scalars.update(exp.evaluate(state))
+            scalars.update(exp.evaluate(state, step, last=is_last))
             writer.write(step, scalars)
             last.update(scalars)
             want_ckpt = (c.train.checkpoint_every and step % c.train.checkpoint_every == 0) or is_last

@@ -14,9 +14,10 @@ from typing import Any
 import jax
 import ml_collections
 
+from train.paths import REPO
+
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "tensorflow-datasets",
             "array-record", "ml-collections", "numpy", "tensorflow-cpu")
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def git_state(repo: str = REPO) -> dict[str, Any]:
@@ -62,12 +63,3 @@ def build_manifest(config: ml_collections.ConfigDict, mesh) -> dict[str, Any]:
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict:
     return json.loads(config.to_json_best_effort(sort_keys=True))
-
-
-def write_json(path: str, obj: Any) -> None:
-    """Atomic write: a crash never leaves half a file."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
-        f.write("\n")
-    os.replace(tmp, path)

@@ -22,12 +22,12 @@ SCHEDULES = ("cosine", "constant")
 def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
     """Linear warmup to `learning_rate`, then cosine decay to 0 or constant."""
     peak = config.learning_rate
-    warmup = min(config.get("warmup_steps", 0), max(total_steps - 1, 0))
-    name = config.get("schedule", "cosine")
+    warmup = min(config.warmup_steps, max(total_steps - 1, 0))
+    name = config.schedule
     if name == "cosine":
         return optax.warmup_cosine_decay_schedule(
             0.0, peak, warmup_steps=warmup, decay_steps=max(total_steps, warmup + 1),
-            end_value=peak * config.get("end_lr_fraction", 0.0))
+            end_value=peak * config.end_lr_fraction)
     if name == "constant":
         if warmup == 0:
             return optax.constant_schedule(peak)
@@ -44,18 +44,18 @@ def build_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> opta
     """The optax chain named by `config` (clip -> optimizer -> decoupled weight decay)."""
     schedule = learning_rate_schedule(config, total_steps)
     parts = []
-    if config.get("grad_clip", 0.0):
+    if config.grad_clip:
         parts.append(optax.clip_by_global_norm(config.grad_clip))
     name = config.name
-    wd = config.get("weight_decay", 0.0)
+    wd = config.weight_decay
     if name == "sgd":
         if wd:
             parts.append(optax.add_decayed_weights(wd, mask=_decay_mask))
-        parts.append(optax.sgd(schedule, momentum=config.get("momentum", 0.9) or None,
-                               nesterov=config.get("nesterov", False)))
+        parts.append(optax.sgd(schedule, momentum=config.momentum or None,
+                               nesterov=config.nesterov))
     elif name == "adamw":
-        parts.append(optax.adamw(schedule, b1=config.get("b1", 0.9), b2=config.get("b2", 0.999),
-                                 eps=config.get("eps", 1e-8), weight_decay=wd, mask=_decay_mask))
+        parts.append(optax.adamw(schedule, b1=config.b1, b2=config.b2,
+                                 eps=config.eps, weight_decay=wd, mask=_decay_mask))
     else:
         raise ConfigError(unknown_name_message("optimizer", name, list(OPTIMIZERS)))
     return optax.chain(*parts)

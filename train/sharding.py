@@ -70,10 +70,11 @@ def data_parallel_size(mesh: Mesh) -> int:
     return mesh.shape["data"] * mesh.shape["fsdp"]
 
 
-def check_batch(global_batch_size: int, mesh: Mesh) -> None:
+def check_batch(global_batch_size: int, mesh: Mesh, what: str = "train.batch_size") -> None:
+    """The global batch (config key `what`) must split evenly over data*fsdp devices."""
     dp = data_parallel_size(mesh)
     if global_batch_size % dp:
-        raise MeshError(f"train.batch_size={global_batch_size} is not divisible by the "
+        raise MeshError(f"{what}={global_batch_size} is not divisible by the "
                         f"data-parallel size data*fsdp={dp}; use a multiple of {dp}.")
 
 
@@ -128,3 +129,10 @@ def rules_from_config(rules: Any) -> tuple[tuple[str, Any], ...]:
     if not rules:
         return DEFAULT_RULES
     return tuple((str(k), v if v is None or isinstance(v, str) else tuple(v)) for k, v in rules)
+
+
+def to_global(local_batch: dict, mesh: Mesh) -> dict:
+    """This process's rows -> global jax.Arrays sharded over (data, fsdp)."""
+    sharding = batch_sharding(mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+            for k, v in local_batch.items()}

@@ -6,10 +6,12 @@ which inputs the model gets. That is all that differs between families.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from errors import ConfigError
 
@@ -40,26 +42,35 @@ class Task:
         """Derived eval metrics from the means (e.g. bits per byte from loss)."""
         return means
 
-    # Optional, host-side: run after the batched eval (e.g. sample quality) and `run.py sample`.
-    def extra_eval(self, ctx: "TaskContext") -> dict[str, float]:
-        return {}
+    # Optional, host-side: `run.py sample` and the evaluators that judge samples.
+    def check_sampling(self, settings: Any) -> None:
+        """Raises a ConfigError for `config.sample` settings this task cannot use."""
 
-    def sample(self, ctx: "TaskContext", **kwargs: Any) -> str:
+    def sample(self, ctx: "TaskContext", settings: Any) -> "SampleOutput":
+        """Samples from the model as `config.sample` (`settings`) says."""
         raise ConfigError(f"task {type(self).__name__} has no sampling; "
-                         "sampling exists for language_model and diffusion tasks.")
+                          "sampling exists for language_model and diffusion tasks.")
 
 
+@dataclasses.dataclass
 class TaskContext:
-    """What host-side task hooks may use: the model, its eval variables, data, workdir."""
+    """What host-side task hooks may use: the model and its eval variables, the shapes of
+    the data's features, the mesh, a random key and the workdir (for files they write)."""
+    model: Any
+    variables: dict
+    data_info: Any           # tfds.core.DatasetInfo: feature shapes for generation
+    mesh: Any
+    rng: jax.Array
+    workdir: str | None = None
 
-    def __init__(self, model, variables, config, workdir, data_info, mesh, rng):
-        self.model = model
-        self.variables = variables
-        self.config = config
-        self.workdir = workdir
-        self.data_info = data_info
-        self.mesh = mesh
-        self.rng = rng
+
+@dataclasses.dataclass
+class SampleOutput:
+    """What `Task.sample` made: a line for the console, and (for images) the samples and
+    the labels they were conditioned on, so an evaluator can judge them."""
+    text: str
+    images: np.ndarray | None = None
+    labels: np.ndarray | None = None
 
 
 def masked_mean_parts(values: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -10,10 +10,9 @@ Sampling runs the whole reverse chain in one jitted `lax.scan` over timesteps, a
 classes in one batch; with guidance the conditional and unconditional halves run as one
 batch of 2B and combine as eps_u + guidance * (eps_c - eps_u).
 
-Evaluation: the denoising loss on the eval split at random t (seeded, so every eval
-draws the same t), then, host-side, sample quality judged by a fixed classifier fitted
-on the training split (`train.tasks.sample_quality`): `sample_accuracy`, `fd` and the
-floor `fd_real_floor` that the real eval images reach.
+Evaluation: `eval_sums` gives the denoising loss at random t (seeded, so every eval
+draws the same t); sample quality is the `sample_quality` evaluator's
+(train/evaluators/sample_quality.py), which calls `generate`.
 """
 from __future__ import annotations
 
@@ -28,7 +27,8 @@ import numpy as np
 
 from errors import ConfigError
 from train.tasks import diffusion_math as dm
-from train.tasks.base import ApplyFn, Batch, EvalSums, Metrics, Task, TaskContext, masked_mean_parts
+from train.tasks.base import (ApplyFn, Batch, EvalSums, Metrics, SampleOutput, Task, TaskContext,
+                              masked_mean_parts)
 
 SAMPLERS = ("ddim", "ddpm")
 
@@ -44,15 +44,8 @@ class Diffusion(Task):
       num_steps: T, training timesteps.
       schedule: noise schedule, "cosine" or "linear".
       cond_drop: probability a training label becomes the null label.
-      guidance: default classifier-free guidance scale (1 = plain conditional).
-      sampler: default sampler, "ddim" (deterministic, `sample_steps` steps) or "ddpm"
-        (ancestral, all `num_steps` steps).
-      sample_steps: DDIM steps.
-      eta: DDIM stochasticity (0 = deterministic).
-      eval_samples_per_class: samples per class for the quality metrics at each eval
-        (0 = skip them); 36 per digit class makes 360 samples, the size of the digits
-        test split, so `fd` and `fd_real_floor` compare sets of equal size.
-      grid_samples_per_class: columns of the PNG grid `run.py sample` writes.
+
+    Sampling settings (sampler, steps, eta, guidance, grid size) are `config.sample.*`.
     """
     input_key: str = "image"
     label_key: str = "label"
@@ -60,20 +53,22 @@ class Diffusion(Task):
     num_steps: int = 1000
     schedule: str = "cosine"
     cond_drop: float = 0.1
-    guidance: float = 2.0
-    sampler: str = "ddim"
-    sample_steps: int = 50
-    eta: float = 0.0
-    eval_samples_per_class: int = 36
-    grid_samples_per_class: int = 10
 
     def __post_init__(self):
-        if self.sampler not in SAMPLERS:
-            raise ConfigError(f"unknown sampler {self.sampler!r}. Valid: {', '.join(SAMPLERS)}.")
         if not 0.0 <= self.cond_drop < 1.0:
             raise ConfigError(f"task.cond_drop must be in [0, 1), got {self.cond_drop}.")
         self.coefficients = dm.make_schedule(self.schedule, self.num_steps)
-        dm.ddim_timesteps(self.num_steps, self.sample_steps)  # checks sample_steps
+
+    def check_sampling(self, settings: Any) -> None:
+        """`config.sample.sampler` must be known and `sample.steps` in [1, num_steps]."""
+        if settings.sampler not in SAMPLERS:
+            raise ConfigError(f"unknown config.sample.sampler {settings.sampler!r}. "
+                              f"Valid: {', '.join(SAMPLERS)}.")
+        if settings.sampler == "ddim" and not 1 <= settings.steps <= self.num_steps:
+            raise ConfigError(f"config.sample.steps must be in [1, task.num_steps={self.num_steps}], "
+                              f"got {settings.steps}.")
+        if settings.guidance < 0:
+            raise ConfigError(f"config.sample.guidance must be >= 0, got {settings.guidance}.")
 
     @property
     def conditional(self) -> bool:
@@ -114,14 +109,12 @@ class Diffusion(Task):
 
     # --- sampling ------------------------------------------------------------------
 
-    def generate(self, ctx: TaskContext, labels: np.ndarray, *, guidance: float | None = None,
-                 sampler: str | None = None, rng: jax.Array | None = None) -> np.ndarray:
-        """Samples (N, H, W, C) in [-1, 1] for int `labels` (N,), with the task's
-        defaults where an argument is None."""
-        sampler = sampler or self.sampler
-        if sampler not in SAMPLERS:
-            raise ConfigError(f"unknown sampler {sampler!r}. Valid: {', '.join(SAMPLERS)}.")
-        guidance = self.guidance if guidance is None else float(guidance)
+    def generate(self, ctx: TaskContext, labels: np.ndarray, settings: Any,
+                 rng: jax.Array | None = None) -> np.ndarray:
+        """Samples (N, H, W, C) in [-1, 1] for int `labels` (N,), with the sampler, steps,
+        eta and guidance of `settings` (`config.sample`); `rng` defaults to `ctx.rng`."""
+        self.check_sampling(settings)
+        guidance = float(settings.guidance)
         shape = tuple(int(s) for s in ctx.data_info.features[self.input_key].shape)
         labels = np.asarray(labels, np.int32)
         n = len(labels)
@@ -130,8 +123,8 @@ class Diffusion(Task):
         sharding = _batch_sharding(ctx.mesh)
         images = jitted_sample_loop(ctx.model)(
             ctx.variables, self.coefficients, jax.device_put(padded, sharding),
-            ctx.rng if rng is None else rng, jnp.float32(guidance), jnp.float32(self.eta),
-            shape=shape, sampler=sampler, sample_steps=self.sample_steps,
+            ctx.rng if rng is None else rng, jnp.float32(guidance), jnp.float32(settings.eta),
+            shape=shape, sampler=settings.sampler, sample_steps=int(settings.steps),
             null_label=self.num_classes if self.conditional else None,
             guided=self.conditional and guidance != 1.0, sharding=sharding)
         if not images.is_fully_addressable:  # several processes: every one gets all rows
@@ -139,42 +132,21 @@ class Diffusion(Task):
             images = multihost_utils.process_allgather(images, tiled=True)
         return np.asarray(jax.device_get(images))[:n]
 
-    def extra_eval(self, ctx: TaskContext) -> dict[str, float]:
-        """sample_accuracy, fd and fd_real_floor from `eval_samples_per_class` samples
-        per class (default guidance and sampler), judged by the fixed classifier."""
-        if not self.eval_samples_per_class or not self.conditional:
-            return {}
-        from train.tasks import sample_quality
-        judge = sample_quality.judge_for(ctx.config.data, self.input_key, self.label_key)
-        labels = np.repeat(np.arange(self.num_classes), self.eval_samples_per_class)
-        samples = self.generate(ctx, labels)
-        return {"sample_accuracy": judge.accuracy(samples, labels), "fd": judge.fd(samples),
-                "fd_real_floor": judge.fd_real_floor}
-
-    def sample(self, ctx: TaskContext, guidance: float = -1.0, sampler: str = "",
-               num_samples: int = 0, **ignored: Any) -> str:
-        """Writes a PNG grid (one row per class, `num_samples` columns) into the workdir
-        and says where; guidance -1, sampler "" and num_samples 0 take the config's."""
-        guidance = self.guidance if guidance is None or guidance < 0 else float(guidance)
-        sampler = sampler or self.sampler
-        per_class = num_samples or self.grid_samples_per_class
+    def sample(self, ctx: TaskContext, settings: Any) -> SampleOutput:
+        """Writes a PNG grid (one row per class, `settings.per_class` columns) into the
+        workdir and says where."""
+        per_class = settings.per_class
         rows = self.num_classes if self.conditional else 1
         labels = np.repeat(np.arange(rows), per_class)
-        samples = self.generate(ctx, labels, guidance=guidance, sampler=sampler)
-        steps = self.sample_steps if sampler == "ddim" else self.num_steps
-        name = f"samples_{sampler}{steps}_guidance{guidance:g}.png"
+        samples = self.generate(ctx, labels, settings)
+        steps = settings.steps if settings.sampler == "ddim" else self.num_steps
+        name = f"samples_{settings.sampler}{steps}_guidance{settings.guidance:g}.png"
         path = os.path.join(ctx.workdir, name)
         if jax.process_index() == 0:
             write_grid(samples.reshape((rows, per_class) + samples.shape[1:]), path)
-        line = (f"strata: {rows}x{per_class} samples ({sampler}, {steps} steps"
-                f"{f', guidance {guidance:g}' if self.conditional else ''}) in {path}")
-        if self.conditional:
-            from train.tasks import sample_quality
-            judge = sample_quality.judge_for(ctx.config.data, self.input_key, self.label_key)
-            line += (f"; the judge classifier agrees with the row label on "
-                     f"{judge.accuracy(samples, labels):.1%} (real test images: "
-                     f"{judge.test_accuracy:.1%})")
-        return line
+        line = (f"strata: {rows}x{per_class} samples ({settings.sampler}, {steps} steps"
+                f"{f', guidance {settings.guidance:g}' if self.conditional else ''}) in {path}")
+        return SampleOutput(line, samples, labels if self.conditional else None)
 
 
 _SAMPLE_LOOPS: dict[int, tuple[Any, Any]] = {}  # id(model) -> (model, jitted sample_loop)

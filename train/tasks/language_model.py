@@ -29,28 +29,22 @@ import numpy as np
 import optax
 
 from errors import ConfigError
-from train.tasks.base import ApplyFn, Batch, EvalSums, Metrics, Task, TaskContext, masked_mean_parts
+from train.tasks.base import (ApplyFn, Batch, EvalSums, Metrics, SampleOutput, Task, TaskContext,
+                              masked_mean_parts)
 
 SEED_TOKEN = ord("\n")  # what an empty prompt is conditioned on (not part of the output)
 
 
 @dataclasses.dataclass
 class LanguageModel(Task):
-    """Fields (config.task.*): the token feature, the vocabulary, the unigram baseline.
+    """Fields (config.task.*): the token feature and the vocabulary.
 
     Attributes:
       input_key: feature holding (B, T + 1) int token windows.
       vocab_size: number of token ids; 256 means bytes (then the metric is bits_per_byte).
-      unigram_baseline: with a byte-window eval split, also report the byte unigram
-        entropy of the scored eval bytes (`unigram_bits_per_byte`): the loss a model
-        would reach that knew the eval split's byte frequencies but no context.
     """
     input_key: str = "tokens"
     vocab_size: int = 256
-    unigram_baseline: bool = True
-
-    def __post_init__(self):
-        self._unigram: dict[tuple, float] = {}  # host cache: eval data -> entropy
 
     def init_args(self, batch: Batch):
         return (batch[self.input_key][:, :-1],), {}
@@ -79,44 +73,17 @@ class LanguageModel(Task):
         name = "bits_per_byte" if self.vocab_size == 256 else "bits_per_token"
         return {**means, name: means["loss"] / math.log(2)}
 
-    def extra_eval(self, ctx: TaskContext) -> dict[str, float]:
-        if not self.unigram_baseline or self.vocab_size != 256:
-            return {}
-        bits = self.unigram_bits(ctx.config)
-        return {} if bits is None else {"unigram_bits_per_byte": bits}
-
-    def unigram_bits(self, config) -> float | None:
-        """Byte entropy (bits) of the eval targets the batched eval scores, computed once.
-
-        The scored windows are the first min(len, eval_max_batches * eval_batch_size)
-        of the eval split (all of it when eval_max_batches is 0)."""
-        data, train = config.data, config.train
-        if not data.get("eval_split") or not data.get("seq_len"):
-            return None
-        batch = train.get("eval_batch_size", 0) or train.batch_size
-        limit = (train.get("eval_max_batches", 0) or 0) * batch or None
-        key = (data.name, data.get("data_dir"), data.get("files"), data.eval_split, data.seq_len, limit)
-        if key not in self._unigram:
-            from data import sources
-            windows, _ = sources.open_split(data, data.eval_split)
-            if not hasattr(windows, "target_counts"):
-                return None
-            counts = windows.target_counts(limit).astype(np.float64)
-            p = counts[counts > 0] / counts.sum()
-            self._unigram[key] = float(-(p * np.log2(p)).sum())
-        return self._unigram[key]
-
-    def sample(self, ctx: TaskContext, prompt: str = "", num_tokens: int = 256,
-               temperature: float = 0.8, top_k: int = 0, **ignored: Any) -> str:
-        """The prompt and `num_tokens` sampled bytes after it, decoded as UTF-8 (errors
-        replaced). temperature 0 is greedy; top_k > 0 samples among the k likeliest."""
+    def sample(self, ctx: TaskContext, settings: Any) -> SampleOutput:
+        """`settings.prompt` and `settings.num_tokens` sampled bytes after it, decoded as
+        UTF-8 (errors replaced). temperature 0 is greedy; top_k > 0 samples among the k
+        likeliest."""
         if self.vocab_size != 256:
-            raise ConfigError("LanguageModel.sample decodes bytes; it needs vocab_size=256.")
-        prompt_ids = list(prompt.encode("utf-8"))
+            raise ConfigError("sampling decodes bytes; it needs task.vocab_size=256.")
+        prompt_ids = list(settings.prompt.encode("utf-8"))
         variables = {k: v for k, v in ctx.variables.items() if k != "cache"}
-        out = generate(ctx.model, variables, prompt_ids or [SEED_TOKEN], num_tokens,
-                       temperature=temperature, top_k=top_k, rng=ctx.rng)
-        return bytes(prompt_ids + out).decode("utf-8", errors="replace")
+        out = generate(ctx.model, variables, prompt_ids or [SEED_TOKEN], settings.num_tokens,
+                       temperature=settings.temperature, top_k=settings.top_k, rng=ctx.rng)
+        return SampleOutput(bytes(prompt_ids + out).decode("utf-8", errors="replace"))
 
 
 # --- cached decoding -----------------------------------------------------------------

@@ -155,3 +155,12 @@ def _leaves(tree, prefix=""):
     elif hasattr(tree, "shape"):
         out.append((prefix.rstrip("/"), tuple(tree.shape)))
     return out
+
+
+def cmd_inspect(args: list[str], flags) -> int:
+    """`run.py inspect WORKDIR`: its checkpoints, their metrics, sizes and parameters."""
+    path = args[0] if args else flags.workdir
+    if not path:
+        raise ConfigError("usage: python run.py inspect WORKDIR")
+    print(describe(path))
+    return 0

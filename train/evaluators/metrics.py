@@ -1,20 +1,16 @@
-"""Evaluation: the task's metrics over a whole split, every example exactly once."""
+"""`metrics`: the task's own eval metrics over a split, every example exactly once
+(classification: loss, accuracy, top-5; language models: loss, accuracy, bits per byte;
+diffusion: the denoising loss)."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Sequence
 
 import jax
-import numpy as np
 
 from data import pipeline
-from train.sharding import batch_sharding
-
-
-def to_global(local_batch: dict, mesh) -> dict:
-    """This process's rows -> global jax.Arrays sharded over (data, fsdp)."""
-    sharding = batch_sharding(mesh)
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-            for k, v in local_batch.items()}
+from train.evaluators.base import EvalContext, Evaluator
+from train.sharding import to_global
 
 
 def run_eval(eval_step: Callable, state: Any, source: Sequence[dict], *, mesh, batch_size: int,
@@ -32,3 +28,14 @@ def run_eval(eval_step: Callable, state: Any, source: Sequence[dict], *, mesh, b
             acc[1] = acc[1] + w
     totals = jax.device_get(totals)
     return {name: float(s) / max(float(w), 1e-12) for name, (s, w) in totals.items()}
+
+
+@dataclasses.dataclass
+class Metrics(Evaluator):
+    """The batched `task.eval_sums` over the split, then `task.finalize_eval`."""
+
+    def run(self, ctx: EvalContext) -> dict[str, float]:
+        means = run_eval(ctx.eval_step, ctx.state, ctx.source(self.split), mesh=ctx.mesh,
+                         batch_size=self.batch_size, preprocess=self.preprocess,
+                         max_batches=self.max_batches or None)
+        return ctx.task.finalize_eval(means)

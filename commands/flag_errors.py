@@ -5,7 +5,7 @@ import glob
 import os
 import re
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from train.paths import REPO
 
 
 def _override_keys(argv: list[str]) -> list[str]:

@@ -13,9 +13,9 @@ import json
 import math
 import os
 
+from commands.trials import name_value, short_keys
 from errors import ConfigError
 from train.checks import flatten
-from train.sweeps import _name_value, _short_keys
 from train.writers import read_metrics
 
 HIGHER_IS_BETTER = ("accuracy", "psnr", "bleu", "f1", "iou", "auc", "precision", "recall")
@@ -141,7 +141,7 @@ def table(runs: list[Run], axes: list[str]) -> tuple[list[str], list[list[str]],
     metric_cols = [f"{m} {which}" for m in metrics for which in ("final", "best")]
     metric_cols += ["train/loss final"] if any("train/loss final" in s for s in summaries.values()) else []
     seeded = any(len(g) > 1 for g in groups.values())
-    short = _short_keys(axes)
+    short = short_keys(axes)
     header = ["trial", *(short[k] for k in axes), *(["seeds"] if seeded else []), "steps",
               *metric_cols, "time (s)"]
     md_rows, csv_rows = [], []
@@ -151,7 +151,7 @@ def table(runs: list[Run], axes: list[str]) -> tuple[list[str], list[list[str]],
         steps = [s["steps"] for s in sums]
         total = next((s["total_steps"] for s in sums if s["total_steps"]), None)
         done = total is not None and min(steps) >= total
-        row = [group if seeded else first.name, *(_name_value(first.values.get(k, "")) for k in axes)]
+        row = [group if seeded else first.name, *(name_value(first.values.get(k, "")) for k in axes)]
         row += [str(len(members))] if seeded else []
         if total is None:  # not started: no config.json yet
             row.append(str(min(steps)) if min(steps) else "-")
@@ -238,7 +238,7 @@ def write_report(path: str) -> str:
     plots = plot(runs, os.path.join(path, "plots"))
     intro = [f"# {os.path.basename(os.path.abspath(path))}", ""]
     if about:
-        fixed = ", ".join(f"{k}={_name_value(v)}" for k, v in about["fixed"].items()) or "none"
+        fixed = ", ".join(f"{k}={name_value(v)}" for k, v in about["fixed"].items()) or "none"
         intro += [f"config `{about['config']}`, {len(runs)} runs, seeds per trial: {about['seeds']}, "
                   f"fixed overrides: {fixed}", ""]
     images = [f"![{os.path.basename(p)}](plots/{os.path.basename(p)})" for p in plots]
@@ -251,3 +251,12 @@ def write_report(path: str) -> str:
         writer.writerows(csv_rows)
     return (text + f"\n\nstrata: report: {os.path.join(path, 'report.md')}, "
             f"{os.path.join(path, 'report.csv')}, {len(plots)} plots in {os.path.join(path, 'plots')}")
+
+
+def cmd_report(args: list[str], flags) -> int:
+    """`run.py report DIR`: writes DIR/report.md, report.csv and plots; prints the table."""
+    path = args[0] if args else flags.workdir
+    if not path or len(args) > 1:
+        raise ConfigError("usage: python run.py report DIR (a sweep, or any run directory)")
+    print(write_report(path))
+    return 0

@@ -1,15 +1,16 @@
-"""Sample quality for small labelled image datasets: a fixed classifier, its accuracy on
-class-conditional samples, and a Frechet distance in its feature space.
+"""`sample_quality`: how good a class-conditional generator's samples are, judged by a
+fixed classifier: its accuracy on the samples (`sample_accuracy`), a Frechet distance in
+its feature space (`fd`), and the floor the real eval images reach (`fd_real_floor`).
 
 The judge is a scikit-learn MLP (one hidden layer, fixed `random_state`) fitted on the
-training split of `config.data`, in the model's pixel space (the split read with
-`data.eval_preprocess`, images flattened). It is deterministic, fits in seconds on small
-datasets (the 8x8 digits: ~1 s, 98.1% test accuracy) and is fitted once per process.
+training split, in the model's pixel space (the splits read with the evaluator's
+preprocessing, images flattened). It is deterministic, fits in seconds on small datasets
+(the 8x8 digits: 98.1% test accuracy) and is fitted once per process.
 
-    judge = judge_for(config.data, input_key="image", label_key="label")
+    judge = judge_for(train_source, eval_source, "to_float(-1, 1)")
     judge.accuracy(samples, labels)        # share the judge labels as conditioned
     judge.fd(samples)                      # FD(train features, sample features)
-    judge.fd_real_floor                    # FD(train features, test features)
+    judge.fd_real_floor                    # FD(train features, eval features)
 
 The Frechet distance (Heusel et al. 2017, as in FID) between Gaussians fitted to two
 feature sets is ||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)). Like FID it is biased
@@ -19,9 +20,12 @@ uses the whole eval split).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
+
+from errors import ConfigError
+from train.evaluators.base import EvalContext, Evaluator
 
 HIDDEN = 128          # judge features: the hidden layer's ReLU activations
 JUDGE_SEED = 0
@@ -63,13 +67,11 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
 
 
-def load_split(data_config: Any, split: str, input_key: str,
-               label_key: str) -> tuple[np.ndarray, np.ndarray]:
-    """(images (N, ...) float32, labels (N,) int) of `split`, after `data.eval_preprocess`."""
-    from data import ops, sources
-    source, _ = sources.open_split(data_config, split)
-    spec = data_config.get("eval_preprocess") or data_config.get("preprocess", "")
-    batch = ops.apply(spec, [source[i] for i in range(len(source))])
+def load_split(source: Sequence[dict], preprocess: str, input_key: str = "image",
+               label_key: str = "label") -> tuple[np.ndarray, np.ndarray]:
+    """(images (N, ...) float32, labels (N,) int) of a whole split after `preprocess`."""
+    from data import ops
+    batch = ops.apply(preprocess, [source[i] for i in range(len(source))])
     return np.asarray(batch[input_key], np.float32), np.asarray(batch[label_key]).astype(int)
 
 
@@ -117,16 +119,48 @@ def fit_judge(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.n
     return judge
 
 
-_JUDGES: dict[tuple, Judge] = {}  # one per dataset and preprocessing, per process
+_JUDGES: dict[tuple, tuple[Judge, Any]] = {}  # one per pair of splits and preprocessing, per process
 
 
-def judge_for(data_config: Any, input_key: str = "image", label_key: str = "label") -> Judge:
-    """The judge for `config.data` (train split to fit, eval split for the floors), cached."""
-    d = data_config
-    key = (d.name, d.get("data_dir", ""), d.train_split, d.get("eval_split", ""),
-           d.get("eval_preprocess", ""), d.get("preprocess", ""), input_key, label_key)
-    if key not in _JUDGES:
-        eval_split = d.get("eval_split") or d.train_split
-        _JUDGES[key] = fit_judge(load_split(d, d.train_split, input_key, label_key),
-                                 load_split(d, eval_split, input_key, label_key))
-    return _JUDGES[key]
+def judge_for(train_source: Sequence[dict], eval_source: Sequence[dict], preprocess: str,
+              input_key: str = "image", label_key: str = "label") -> Judge:
+    """The judge fitted on `train_source`, its floors from `eval_source`; cached."""
+    key = (id(train_source), id(eval_source), preprocess, input_key, label_key)
+    if key not in _JUDGES:  # the sources are kept with the judge, so their ids stay unique
+        judge = fit_judge(load_split(train_source, preprocess, input_key, label_key),
+                          load_split(eval_source, preprocess, input_key, label_key))
+        _JUDGES[key] = (judge, (train_source, eval_source))
+    return _JUDGES[key][0]
+
+
+@dataclasses.dataclass
+class SampleQuality(Evaluator):
+    """Samples `samples_per_class` images per class with `config.sample`'s sampler and
+    judges them against the training split (fit) and this evaluator's split (floor)."""
+    samples_per_class: int = 36
+
+    def check(self, task, source) -> None:
+        if not hasattr(task, "generate") or not getattr(task, "conditional", False):
+            raise ConfigError(f"evaluator {self.name!r} (sample_quality) needs a class-conditional "
+                              "generative task (e.g. diffusion with task.num_classes > 0).")
+        if self.samples_per_class < 1:
+            raise ConfigError(f"config.evals.{self.name}.samples_per_class must be >= 1, "
+                              f"got {self.samples_per_class}.")
+
+    def judge(self, ctx: EvalContext) -> Judge:
+        return judge_for(ctx.source(ctx.train_split), ctx.source(self.split), self.preprocess,
+                         ctx.task.input_key, ctx.task.label_key)
+
+    def describe_samples(self, ctx: EvalContext, images: np.ndarray, labels: np.ndarray) -> str:
+        """One line: how often the judge agrees with the labels the samples were drawn for."""
+        judge = self.judge(ctx)
+        return (f"strata: the judge classifier agrees with the row label on "
+                f"{judge.accuracy(images, labels):.1%} (real {self.split} images: "
+                f"{judge.test_accuracy:.1%})")
+
+    def run(self, ctx: EvalContext) -> dict[str, float]:
+        judge = self.judge(ctx)
+        labels = np.repeat(np.arange(ctx.task.num_classes), self.samples_per_class)
+        samples = ctx.task.generate(ctx.task_context, labels, ctx.sample)
+        return {"sample_accuracy": judge.accuracy(samples, labels), "fd": judge.fd(samples),
+                "fd_real_floor": judge.fd_real_floor}
