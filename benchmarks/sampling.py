@@ -64,6 +64,7 @@ def sampling_worker():
                 "scan_tokens_per_s": steps / median(scan_times), "scan_steps": steps}
 
     def ddpm(per_class: int = 10, repeats: int = 2) -> dict:
+        import jax
         import numpy as np
         from benchmarks.loop import _load_config
         from train.loop import Experiment
@@ -72,20 +73,20 @@ def sampling_worker():
         try:
             exp = Experiment(config, workdir)
             state = exp.fresh_state()
-            ctx = exp.context(state)
+            ctx = exp.context(state, jax.random.PRNGKey(config.sample.seed))
             labels = np.repeat(np.arange(config.task.num_classes), per_class)
-            exp.task.generate(ctx, labels)  # compile
+            exp.task.generate(ctx, labels, config.sample)  # compile
             times = []
             for _ in range(repeats):
                 t = time.perf_counter()
-                exp.task.generate(ctx, labels)
+                exp.task.generate(ctx, labels, config.sample)
                 times.append(time.perf_counter() - t)
             exp.checkpointer.close()
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         return {"images_per_s": len(labels) / median(times), "n": len(labels),
-                "sampler": config.task.sampler, "steps": config.task.sample_steps,
-                "guidance": config.task.guidance}
+                "sampler": config.sample.sampler, "steps": config.sample.steps,
+                "guidance": config.sample.guidance}
 
     run.extras = {"lm": lm, "ddpm": ddpm}
     return run

@@ -13,9 +13,10 @@ from helpers import REPO, run_cli
 PATCHED_RUN = """
 import importlib, runpy, sys
 module_name, attribute = sys.argv[1].split(":")
+raise_expr = sys.argv[2]
 def broken(*args, **kwargs):
     import errors
-    raise eval(sys.argv[2])
+    raise eval(raise_expr)
 *owner, name = attribute.split(".")
 target = importlib.import_module(module_name)
 for part in owner:

@@ -9,7 +9,6 @@ damaged file that still decompresses is refused instead of silently resumed from
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import sys
 from typing import Any, Mapping
@@ -20,8 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
-
-log = logging.getLogger("strata")
 
 
 class CorruptCheckpointError(RuntimeError):

@@ -8,7 +8,6 @@ matching parameters are loaded and the rest keep their fresh initialisation.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from typing import Any
 
@@ -17,8 +16,6 @@ import numpy as np
 from flax import traverse_util
 
 from errors import CheckpointError
-
-log = logging.getLogger("strata")
 
 
 def resolve_state_dir(path: str) -> str:

@@ -10,7 +10,6 @@ Rerunning the same command resumes bit-identically (tests/test_resume.py).
 """
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -33,7 +32,6 @@ from train.tasks import TaskContext, build_task
 
 EVAL_SAMPLE_SALT = 2**31 - 2  # fold_in(state.rng, .): the key host-side evaluators draw from
 
-log = logging.getLogger("strata")
 
 class Preempted(SystemExit):
     """Raised after the checkpoint for a SIGTERM/SIGINT is safely written."""
