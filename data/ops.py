@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from data import image_ops, randaugment
 from errors import ConfigError, DataError, UnknownNameError
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -131,7 +132,10 @@ def keep(*keys: str) -> Op:
 EXAMPLE_STREAM = 1  # RowRandom stream of the per-example stage
 
 # Name -> op factory, one table per stage; a name is in exactly one of them.
-EXAMPLE_OPS: dict[str, Callable[..., Op]] = {}
+EXAMPLE_OPS: dict[str, Callable[..., Op]] = {
+    **image_ops.EXAMPLE_OPS,              # decode, random_resized_crop, resize_small, central_crop
+    "randaugment": randaugment.randaugment,
+}
 BATCH_OPS: dict[str, Callable[..., Op]] = {
     "to_float": to_float,
     "standardize": standardize,
@@ -139,7 +143,9 @@ BATCH_OPS: dict[str, Callable[..., Op]] = {
     "flip_lr": flip_lr,
     "rows_as_sequence": rows_as_sequence,
     "keep": keep,
+    **image_ops.BATCH_OPS,                # normalize
 }
+assert not EXAMPLE_OPS.keys() & BATCH_OPS.keys(), "an op name must belong to one stage"
 
 
 @dataclasses.dataclass(frozen=True)
