@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from data import image_ops, randaugment
+from data import image_ops, mix_ops, randaugment
 from errors import ConfigError, DataError, UnknownNameError
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -144,6 +144,7 @@ BATCH_OPS: dict[str, Callable[..., Op]] = {
     "rows_as_sequence": rows_as_sequence,
     "keep": keep,
     **image_ops.BATCH_OPS,                # normalize
+    **mix_ops.BATCH_OPS,                  # mixup, cutmix
 }
 assert not EXAMPLE_OPS.keys() & BATCH_OPS.keys(), "an op name must belong to one stage"
 

@@ -118,7 +118,8 @@ def test_mock_imagenet_bytes_to_batches(tfds_dir):
     from data import sources
     c = ml_collections.ConfigDict(dict(
         name="imagenet2012", data_dir=tfds_dir, train_split="train", eval_split="validation",
-        preprocess="decode|random_resized_crop(16)|randaugment|flip_lr|normalize|keep('image', 'label')",
+        preprocess="decode|random_resized_crop(16)|randaugment|flip_lr|normalize|"
+                   "mixup(0.2, 1000)|keep('image', 'label')",
         eval_preprocess="decode|resize_small(18)|central_crop(16)|normalize|keep('image', 'label')"))
     with tfds.testing.mock_data(num_examples=20, policy=tfds.testing.MockPolicy.USE_CODE):
         train, _ = sources.open_split(c, "train")
@@ -128,7 +129,8 @@ def test_mock_imagenet_bytes_to_batches(tfds_dir):
         for _ in range(3):
             b = next(it)
             assert b["image"].shape == (8, 16, 16, 3) and b["image"].dtype == np.float32
-            assert b["label"].shape == (8,)
+            assert b["label"].shape == (8, 1000)
+            np.testing.assert_allclose(b["label"].sum(-1), 1.0, rtol=1e-5)
         evals, _ = sources.open_split(c, "validation")
         assert isinstance(evals[0]["image"], bytes)  # eval_preprocess decodes too
         batches = list(pipeline.eval_batches(evals, global_batch_size=8, preprocess=c.eval_preprocess))
@@ -137,3 +139,20 @@ def test_mock_imagenet_bytes_to_batches(tfds_dir):
     assert len(batches) == 3 and all(b["image"].shape == (8, 16, 16, 3) for b in batches)
     assert sum(b["mask"].sum() for b in batches) == 20
 
+
+def test_one_train_step_on_mock_imagenet_with_mixup(tmp_path):
+    """The loop on decoded, cropped, mixed batches: soft labels reach the classification task."""
+    import tensorflow_datasets as tfds
+
+    from helpers import tiny_resnet_config
+    from train import loop
+    c = tiny_resnet_config(str(tmp_path / "tfds"), steps=2, checkpoint_every=2, log_every=1, eval_every=2)
+    c.data.name, c.data.eval_split = "imagenet2012", "validation"
+    c.model.num_classes = c.task.num_classes = 1000
+    c.data.preprocess = ("decode|random_resized_crop(16)|flip_lr|normalize|mixup(0.2, 1000)|"
+                         "keep('image', 'label')")
+    c.data.eval_preprocess = "decode|resize_small(16)|central_crop(16)|normalize|keep('image', 'label')"
+    with tfds.testing.mock_data(num_examples=32, policy=tfds.testing.MockPolicy.USE_CODE):
+        last = loop.train(c, str(tmp_path / "run"))
+    assert np.isfinite(last["train/loss"]) and 0.0 <= last["train/accuracy"] <= 1.0
+    assert 0.0 <= last["eval/accuracy"] <= 1.0
