@@ -61,6 +61,9 @@ def test_row_random_depends_only_on_seed_and_position():
                                    [0.28535991495768787, 0.8730760770817398]])
     # The per-example stage draws other numbers than the batched stage for the same row.
     assert not np.array_equal(ops.RowRandom(3, [11], stream=ops.EXAMPLE_STREAM).uniform(4), alone)
+    one_of_three = ops.RowRandom(3, [10, 11, 12], stream=ops.EXAMPLE_STREAM).row(1)
+    np.testing.assert_array_equal(one_of_three.uniform(4),
+                                  ops.RowRandom(3, [11], stream=ops.EXAMPLE_STREAM).uniform(4))
     draws = ops.RowRandom(0, np.arange(20_000)).integers(0, 3)
     assert set(np.unique(draws)) == {0, 1, 2}
     assert abs(np.mean(draws == 0) - 1 / 3) < 0.02
