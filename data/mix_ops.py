@@ -44,7 +44,9 @@ def soft_labels(labels: np.ndarray, num_classes: int) -> np.ndarray:
     if labels.min(initial=0) < 0 or labels.max(initial=0) >= num_classes:
         raise DataError(f"labels must lie in [0, {num_classes}) for mixing, got "
                         f"{labels.min()}..{labels.max()}; set num_classes of mixup/cutmix.")
-    return np.eye(num_classes, dtype=np.float32)[labels]
+    onehot = np.zeros((len(labels), num_classes), np.float32)
+    onehot[np.arange(len(labels)), labels] = 1.0
+    return onehot
 
 
 def _check(alpha: float, num_classes: int, name: str) -> None:
@@ -62,9 +64,12 @@ def mixup(alpha: float, num_classes: int, key: str = "image", label: str = "labe
         partner = _partners(len(x))
         lam = _beta(alpha, rand.uniform(1)[:, 0]).astype(np.float32)  # (R,)
         y = soft_labels(batch[label], num_classes)                 # (R, C)
-        lam_x = lam.reshape(-1, *([1] * (x.ndim - 1)))
-        return {**batch, key: lam_x * x + (1 - lam_x) * x[partner],
-                label: lam[:, None] * y + (1 - lam[:, None]) * y[partner]}
+        # x + (1 - lam) (x_partner - x), in place on the gathered copy: one temporary.
+        mixed = x[partner]
+        mixed -= x
+        mixed *= (1 - lam).reshape(-1, *([1] * (x.ndim - 1)))
+        mixed += x
+        return {**batch, key: mixed, label: lam[:, None] * y + (1 - lam[:, None]) * y[partner]}
     return op
 
 
