@@ -1,23 +1,31 @@
-"""Small named preprocessing ops over batches, composed from a string in the config.
+"""Small named preprocessing ops, composed from one string in the config.
 
-    "to_float|pad_crop(1)"  ->  [to_float(), pad_crop(1)]
+    "decode|random_resized_crop(224)|to_float|flip_lr"
+      -> per-example: [decode(), random_resized_crop(224)]   batched: [to_float(), flip_lr()]
 
-Every op has the signature `op(batch: dict, rand: RowRandom) -> dict`: `batch` maps each
-feature to an array with a leading row axis (R, ...), and `rand` draws the random numbers
-of each row from that row's position in the data stream. So an op is one vectorised numpy
-call per batch rather than a Python call per example, and a row is augmented the same way
-whether it is processed alone, in a batch of 128, on one process or on 64: augmentation
-stays reproducible and resumable.
+Two stages, each with its own table of names:
+- per-example ops, `op(example: dict, rand: RowRandom) -> dict`, run on one example at a
+  time before stacking (in Grain's reader threads): for data whose rows differ in shape
+  until preprocessed (encoded images, random-resized crops, tokenised text);
+- batched ops, `op(batch: dict, rand: RowRandom) -> dict`, run on the stacked batch, each
+  feature an array with a leading row axis (R, ...): one vectorised numpy call per batch
+  rather than a Python call per example.
+A spec lists its per-example ops first. In both stages `rand` draws the random numbers of
+each row from that row's position in the data stream (a one-row RowRandom for a
+per-example op), so a row is augmented the same way whether it is processed alone, in a
+batch of 128, on one process or on 64: augmentation stays reproducible and resumable.
 """
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from errors import UnknownNameError
+from data import image_ops, mix_ops, randaugment
+from errors import ConfigError, DataError, UnknownNameError
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -37,14 +45,27 @@ class RowRandom:
     same number.
     """
 
-    def __init__(self, seed: int, positions: Sequence[int] | np.ndarray):
+    def __init__(self, seed: int, positions: Sequence[int] | np.ndarray, stream: int = 0):
+        """`stream` picks an independent family of numbers for the same (seed, positions):
+        the per-example stage uses EXAMPLE_STREAM so its draws never repeat the batched
+        stage's (stream 0, the numbers of every run made before there were two stages)."""
         positions = np.asarray(positions, np.int64).astype(np.uint64)  # (R,)
         seed_key = _mix(np.asarray([seed & 0xFFFFFFFFFFFFFFFF], np.uint64) + _GOLDEN)
+        if stream:
+            seed_key = _mix(seed_key ^ _mix(np.asarray([stream], np.uint64)))
         self._keys = _mix(seed_key ^ (positions * _GOLDEN))  # (R,)
         self._drawn = 0
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    def row(self, i: int) -> "RowRandom":
+        """Row i alone, with no draws made yet: the numbers of
+        RowRandom(seed, [positions[i]], stream), without hashing the key again (the
+        per-example stage makes one per example, so its ~50 us matter)."""
+        one = object.__new__(RowRandom)
+        one._keys, one._drawn = self._keys[i:i + 1], 0
+        return one
 
     def uniform(self, *shape: int) -> np.ndarray:
         """(R, *shape) float64 in [0, 1)."""
@@ -59,7 +80,7 @@ class RowRandom:
         return np.minimum(low + np.floor(self.uniform(*shape) * (high - low)).astype(np.int64), high - 1)
 
 
-Op = Callable[[dict, RowRandom], dict]
+Op = Callable[[dict, RowRandom], dict]  # per-example or batched: (data, rand) -> data
 
 
 def to_float(lo: float = 0.0, hi: float = 1.0, key: str = "image") -> Op:
@@ -116,54 +137,106 @@ def keep(*keys: str) -> Op:
     return op
 
 
-OPS: dict[str, Callable[..., Op]] = {
+EXAMPLE_STREAM = 1  # RowRandom stream of the per-example stage
+
+# Name -> op factory, one table per stage; a name is in exactly one of them.
+EXAMPLE_OPS: dict[str, Callable[..., Op]] = {
+    **image_ops.EXAMPLE_OPS,              # decode, random_resized_crop, resize_small, central_crop
+    "randaugment": randaugment.randaugment,
+}
+BATCH_OPS: dict[str, Callable[..., Op]] = {
     "to_float": to_float,
     "standardize": standardize,
     "pad_crop": pad_crop,
     "flip_lr": flip_lr,
     "rows_as_sequence": rows_as_sequence,
     "keep": keep,
+    **image_ops.BATCH_OPS,                # normalize
+    **mix_ops.BATCH_OPS,                  # mixup, cutmix
 }
+assert not EXAMPLE_OPS.keys() & BATCH_OPS.keys(), "an op name must belong to one stage"
 
 
-def parse(spec: str) -> list[Op]:
-    """Parses "name(arg, ...)|name|..." into ops; unknown names list the valid ones."""
-    ops = []
+@dataclasses.dataclass(frozen=True)
+class Stages:
+    """A spec's ops in order, split by stage."""
+    example: tuple[Op, ...]  # per example, before stacking
+    batch: tuple[Op, ...]    # on the stacked batch
+
+
+def _unknown(name: str, spec: str) -> UnknownNameError:
+    known = list(EXAMPLE_OPS) + list(BATCH_OPS)
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return UnknownNameError(
+        f"unknown preprocessing op {name!r} in {spec!r}.{hint} Valid per-example: "
+        f"{', '.join(sorted(EXAMPLE_OPS)) or '(none)'}; batched: {', '.join(sorted(BATCH_OPS))}.")
+
+
+def parse(spec: str) -> Stages:
+    """Parses "name(arg, ...)|name|..." into its per-example and batched ops; unknown
+    names list the valid ones, and a per-example op after a batched one is refused."""
+    example: list[Op] = []
+    batch: list[Op] = []
+    first_batched = ""
     for part in filter(None, (p.strip() for p in spec.split("|"))):
         name, _, rest = part.partition("(")
         name = name.strip()
-        if name not in OPS:
-            close = difflib.get_close_matches(name, list(OPS), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise UnknownNameError(f"unknown preprocessing op {name!r} in {spec!r}.{hint} "
-                             f"Valid: {', '.join(sorted(OPS))}.")
+        if name in EXAMPLE_OPS:
+            if first_batched:
+                raise ConfigError(
+                    f"per-example op {name!r} comes after the batched op {first_batched!r} in "
+                    f"{spec!r}; per-example ops run before stacking, so list them first.")
+            table, out = EXAMPLE_OPS, example
+        elif name in BATCH_OPS:
+            first_batched = first_batched or name
+            table, out = BATCH_OPS, batch
+        else:
+            raise _unknown(name, spec)
         args: Any = ()
         kwargs: dict = {}
         if rest:
             call = ast.parse(f"f({rest}", mode="eval").body
             args = [ast.literal_eval(a) for a in call.args]
             kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
-        ops.append(OPS[name](*args, **kwargs))
-    return ops
+        out.append(table[name](*args, **kwargs))
+    return Stages(tuple(example), tuple(batch))
 
 
-def compose(spec: str) -> Op:
-    """One op that applies every op in `spec` in order."""
-    ops = parse(spec)
-
-    def op(batch, rand):
+def chain(ops: Sequence[Op]) -> Op:
+    """One op that applies `ops` in order (the identity for none)."""
+    def op(data, rand):
         for f in ops:
-            batch = f(batch, rand)
-        return batch
+            data = f(data, rand)
+        return data
     return op
+
+
+def map_examples(op: Op, examples: Sequence[dict], seed: int, positions: Sequence[int]) -> list[dict]:
+    """The per-example stage: `op` on each example with a one-row RowRandom of its position."""
+    rand = RowRandom(seed, positions, stream=EXAMPLE_STREAM)  # (R,) keys, hashed at once
+    return [op(ex, rand.row(i)) for i, ex in enumerate(examples)]
 
 
 def stack(examples: Sequence[dict]) -> dict:
     """Examples (dicts of equally shaped arrays) -> one batch dict of (R, ...) arrays."""
-    return {k: np.stack([np.asarray(ex[k]) for ex in examples]) for k in examples[0]}
+    try:
+        return {k: np.stack([np.asarray(ex[k]) for ex in examples]) for k in examples[0]}
+    except ValueError:  # only on failure: say which feature and how to fix it
+        for k in examples[0]:
+            shapes = sorted({np.shape(ex[k]) for ex in examples})
+            if len(shapes) > 1:
+                raise DataError(
+                    f"feature {k!r} has rows of different shapes {shapes[:3]} and cannot be "
+                    f"batched; add a per-example op that makes them equal (e.g. a crop or "
+                    f"resize) at the start of the preprocess spec.") from None
+        raise
 
 
 def apply(spec: str, examples: Sequence[dict], seed: int = 0, first_position: int = 0) -> dict:
-    """The batch of `examples` after the ops of `spec`, rows at consecutive positions."""
+    """The batch of `examples` after both stages of `spec`, rows at consecutive positions."""
+    stages = parse(spec)
     positions = np.arange(first_position, first_position + len(examples))
-    return compose(spec)(stack(examples), RowRandom(seed, positions))
+    if stages.example:
+        examples = map_examples(chain(stages.example), examples, seed, positions)
+    return chain(stages.batch)(stack(examples), RowRandom(seed, positions))

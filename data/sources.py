@@ -65,11 +65,12 @@ def prepare(name: str, data_dir: str | None = None, **builder_kwargs: Any) -> tf
     return builder
 
 
-def open_source(name: str, split: str, data_dir: str | None = None,
+def open_source(name: str, split: str, data_dir: str | None = None, decoders: dict | None = None,
                 **builder_kwargs: Any) -> tuple[Sequence[dict], tfds.core.DatasetInfo]:
     """A random-access source of decoded examples and the dataset's info.
 
     Embedded datasets are prepared on first use; others must have been prepared.
+    `decoders` is TFDS's (e.g. `{"image": tfds.decode.SkipDecoding()}` for encoded bytes).
     """
     data_dir = default_data_dir(data_dir)
     builder = get_builder(name, data_dir, **builder_kwargs)
@@ -87,7 +88,7 @@ def open_source(name: str, split: str, data_dir: str | None = None,
         if split.split("[")[0] not in splits:
             raise DataError(f"dataset {name!r} has no split {split!r}. Valid: {', '.join(splits)}.")
     try:  # also the path taken under tfds.testing.mock_data, where nothing is prepared
-        source = builder.as_data_source(split=split)
+        source = builder.as_data_source(split=split, decoders=decoders)
     except Exception:
         if builder.is_prepared():
             raise
@@ -97,8 +98,10 @@ def open_source(name: str, split: str, data_dir: str | None = None,
     return source, builder.info
 
 
-def open_split(data_config: Any, split: str) -> tuple[Sequence[dict], tfds.core.DatasetInfo]:
-    """The source the pipeline reads for `split` of `config.data`.
+def open_split(data_config: Any, split: str,
+               preprocess: str = "") -> tuple[Sequence[dict], tfds.core.DatasetInfo]:
+    """The source the pipeline reads for `split` of `config.data`, to be preprocessed by
+    the ops spec `preprocess` (its `decode` ops get the encoded bytes, see `skip_decoding`).
 
     With `data.seq_len > 0` the records are byte/token streams and the source yields
     fixed-length windows `{"tokens": (seq_len + 1,)}` over their concatenation.
@@ -107,12 +110,22 @@ def open_split(data_config: Any, split: str) -> tuple[Sequence[dict], tfds.core.
     files = data_config.files
     if files:
         kwargs["files"] = tuple(f for f in files.split(",") if f)
-    source, info = open_source(data_config.name, split, data_config.data_dir or None, **kwargs)
+    source, info = open_source(data_config.name, split, data_config.data_dir or None,
+                               decoders=skip_decoding(preprocess), **kwargs)
     seq_len = data_config.seq_len
     if seq_len:
         from data.text import TextWindows
         source = TextWindows(source, seq_len, key=data_config.text_key)
     return source, info
+
+
+def skip_decoding(spec: str) -> dict | None:
+    """TFDS decoders that leave the features read by the spec's `decode` ops as encoded
+    bytes, so each image is decoded once, by that op (Pillow, on Grain's reader threads),
+    rather than by TFDS's TensorFlow decoder first; None when the spec has no `decode`."""
+    from data import ops
+    keys = [op.decodes for op in ops.parse(spec).example if hasattr(op, "decodes")]
+    return {k: tfds.decode.SkipDecoding() for k in keys} or None
 
 
 def fits_in_memory(info: tfds.core.DatasetInfo, split: str, max_mb: float) -> bool:

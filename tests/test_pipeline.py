@@ -1,15 +1,40 @@
 """The input pipeline: vectorised ops with position-keyed randomness, the same stream from
-disk or memory and for any process count, resumable iterators, masked eval batches."""
+disk or memory and for any process count, resumable iterators, masked eval batches; the
+per-example stage before stacking keeps the same contracts."""
 import numpy as np
 import pytest
 
 from data import ops, pipeline
+from errors import ConfigError, DataError
 
 
 def make_source(n: int = 50, size: int = 6) -> list[dict]:
     rng = np.random.default_rng(0)
     return [{"image": rng.integers(0, 256, (size, size, 1), dtype=np.uint8), "label": np.int64(i)}
             for i in range(n)]
+
+
+def make_ragged_source(n: int = 40) -> list[dict]:
+    """Images of differing sizes (6..10 square): they cannot be stacked as they are."""
+    rng = np.random.default_rng(1)
+    sizes = rng.integers(6, 11, n)
+    return [{"image": rng.integers(0, 256, (s, s, 1), dtype=np.uint8), "label": np.int64(i)}
+            for i, s in enumerate(sizes)]
+
+
+def random_window(size: int):
+    """A per-example test op: a random size x size window of an (H, W, C) image."""
+    def op(example, rand):
+        img = example["image"]
+        assert len(rand) == 1  # one row: this example's position
+        y, x = (rand.uniform(2)[0] * (np.array(img.shape[:2]) - size + 1)).astype(int)
+        return {**example, "image": img[y:y + size, x:x + size], "offset": np.array([y, x])}
+    return op
+
+
+@pytest.fixture
+def window_op(monkeypatch):
+    monkeypatch.setitem(ops.EXAMPLE_OPS, "random_window", random_window)
 
 
 def take(ds, n: int) -> list[dict]:
@@ -30,6 +55,15 @@ def test_row_random_depends_only_on_seed_and_position():
     alone = ops.RowRandom(3, [11]).uniform(4)
     np.testing.assert_array_equal(together[1], alone[0])
     assert not np.array_equal(ops.RowRandom(4, [11]).uniform(4), alone)
+    # The numbers of stream 0 are those of every run made before the per-example stage.
+    np.testing.assert_array_equal(ops.RowRandom(7, [0, 123456789]).uniform(2),
+                                  [[0.950161381935685, 0.8796869809048742],
+                                   [0.28535991495768787, 0.8730760770817398]])
+    # The per-example stage draws other numbers than the batched stage for the same row.
+    assert not np.array_equal(ops.RowRandom(3, [11], stream=ops.EXAMPLE_STREAM).uniform(4), alone)
+    one_of_three = ops.RowRandom(3, [10, 11, 12], stream=ops.EXAMPLE_STREAM).row(1)
+    np.testing.assert_array_equal(one_of_three.uniform(4),
+                                  ops.RowRandom(3, [11], stream=ops.EXAMPLE_STREAM).uniform(4))
     draws = ops.RowRandom(0, np.arange(20_000)).integers(0, 3)
     assert set(np.unique(draws)) == {0, 1, 2}
     assert abs(np.mean(draws == 0) - 1 / 3) < 0.02
@@ -112,3 +146,72 @@ def test_only_small_splits_of_known_size_are_held_in_memory():
     assert not sources.fits_in_memory(info, "train", 0)        # 0 = never
     assert not sources.fits_in_memory(info, "mocked", 256)     # size unknown
     assert not sources.fits_in_memory(info, "test", 256)       # no such split
+
+
+def test_per_example_randomness_is_keyed_by_position(window_op):
+    src = make_ragged_source(12)
+    batch = ops.apply("random_window(5)|to_float", src, seed=9)
+    assert batch["image"].shape == (12, 5, 5, 1) and batch["image"].dtype == np.float32
+    assert len({tuple(o) for o in batch["offset"]}) > 3  # the windows move
+    for r in (0, 7, 11):  # alone, at its position, a row comes out the same
+        alone = ops.apply("random_window(5)|to_float", src[r:r + 1], seed=9, first_position=r)
+        np.testing.assert_array_equal(alone["image"][0], batch["image"][r])
+        np.testing.assert_array_equal(alone["offset"][0], batch["offset"][r])
+
+
+def test_per_example_stream_is_the_same_for_any_process_count_and_from_memory(window_op):
+    src = make_ragged_source()
+    kw = dict(global_batch_size=8, preprocess="random_window(5)|to_float|flip_lr", seed=3)
+    one = take(pipeline.train_dataset(src, **kw), 6)
+    assert_same(one, take(pipeline.train_dataset(src, in_memory=True, **kw), 6))
+    halves = [take(pipeline.train_dataset(src, process_index=p, process_count=2, **kw), 6)
+              for p in (0, 1)]
+    assert_same(one, [{k: np.concatenate([a[k], b[k]]) for k in a} for a, b in zip(*halves)])
+
+
+def test_variable_shape_examples_are_cropped_then_batched(window_op):
+    src = make_ragged_source()
+    ds = pipeline.train_dataset(src, global_batch_size=8, preprocess="random_window(5)", seed=0)
+    for b in take(ds, 10):  # two epochs
+        assert b["image"].shape == (8, 5, 5, 1) and b["image"].dtype == np.uint8
+        for img, label, (y, x) in zip(b["image"], b["label"], b["offset"]):
+            np.testing.assert_array_equal(img, src[label]["image"][y:y + 5, x:x + 5])
+    with pytest.raises(DataError, match="feature 'image' has rows of different shapes"):
+        next(iter(pipeline.train_dataset(src, global_batch_size=8, preprocess="to_float", seed=0)))
+
+
+def test_iterator_state_resumes_a_per_example_stream(window_op):
+    ds = pipeline.train_dataset(make_ragged_source(), global_batch_size=8,
+                                preprocess="random_window(5)", seed=4)
+    it = iter(ds)
+    for _ in range(6):
+        next(it)
+    state = it.get_state()
+    expected = [next(it) for _ in range(3)]
+    resumed = iter(ds)
+    resumed.set_state(state)
+    assert_same([next(resumed) for _ in range(3)], expected)
+
+
+def test_per_example_op_after_a_batched_op_is_refused(window_op):
+    with pytest.raises(ConfigError, match="per-example op 'random_window' comes after the batched op 'to_float'"):
+        ops.parse("random_window(5)|to_float|flip_lr|random_window(3)")
+    stages = ops.parse("random_window(5)|to_float|flip_lr")
+    assert (len(stages.example), len(stages.batch)) == (1, 2)
+    with pytest.raises(ConfigError, match="Valid per-example: .*random_window.*; batched: .*flip_lr, keep"):
+        ops.parse("random_windw(5)")
+
+
+def test_eval_batches_put_each_example_once_through_the_per_example_ops(window_op):
+    src = make_ragged_source(18)
+    batches = [list(pipeline.eval_batches(src, global_batch_size=8, preprocess="random_window(5)|to_float",
+                                          process_index=p, process_count=2)) for p in (0, 1)]
+    assert len(batches[0]) == len(batches[1]) == 3
+    for b in batches[0] + batches[1]:  # padding rows have the cropped shape too
+        assert b["image"].shape == (4, 5, 5, 1) and b["image"].dtype == np.float32
+    seen = np.concatenate([b["label"][b["mask"] > 0] for per in batches for b in per])
+    assert sorted(seen) == list(range(18))
+    assert batches[1][-1]["mask"].sum() == 0  # process 1's last rows are all padding
+    alone = ops.apply("random_window(5)|to_float", src[17:18], first_position=17)
+    last = batches[0][-1]  # example 17 is row 1 of process 0's last batch
+    np.testing.assert_array_equal(last["image"][1], alone["image"][0])

@@ -89,7 +89,7 @@ class Experiment:
         self.task = build_task(**c.task)
         self.tx = build_optimizer(c.optimizer, c.train.steps)
         self._sources: dict[str, Any] = {}
-        self.train_source = self.source(c.data.train_split)
+        self.train_source = self.source(c.data.train_split, c.data.preprocess)
         self.example = example_batch(self.train_source, c.data.preprocess)
         self.train_in_memory = sources.fits_in_memory(self.data_info, c.data.train_split,
                                                       c.data.in_memory_max_mb)
@@ -108,11 +108,13 @@ class Experiment:
         self.eval_step = step_lib.jit_eval_step(self.model, self.task, self.state_shardings,
                                                 self.batch_sharding)
 
-    def source(self, split: str):
-        """The random-access source of `split` of `config.data`, opened once per run."""
-        if split not in self._sources:
-            self._sources[split], self.data_info = sources.open_split(self.config.data, split)
-        return self._sources[split]
+    def source(self, split: str, preprocess: str):
+        """The random-access source of `split` of `config.data` for the ops `preprocess`
+        (which decide what stays encoded), opened once per run."""
+        key = (split, preprocess)
+        if key not in self._sources:
+            self._sources[key], self.data_info = sources.open_split(self.config.data, split, preprocess)
+        return self._sources[key]
 
     def train_iterator(self):
         c = self.config

@@ -15,7 +15,7 @@ class EvalContext:
     state: Any                         # the TrainState (eval uses its EMA params when kept)
     eval_step: Callable                # jitted (state, batch) -> the task's masked eval sums
     mesh: Any
-    source: Callable[[str], Sequence[dict]]  # split -> random-access source (cached)
+    source: Callable[[str, str], Sequence[dict]]  # (split, preprocess) -> source, cached
     train_split: str
     task_context: TaskContext          # for host-side generation (sampling evaluators)
     sample: Any                        # config.sample: the sampler settings
@@ -37,7 +37,7 @@ class Evaluator:
         """Whether to run after `step`: every `every` steps, and always after the last."""
         return last or (self.every > 0 and step % self.every == 0)
 
-    def check(self, task: Task, source: Callable[[str], Sequence[dict]]) -> None:
+    def check(self, task: Task, source: Callable[[str, str], Sequence[dict]]) -> None:
         """Raises a ConfigError if this evaluator cannot work with `task` and the data;
         called once when the run is built, before any compute."""
 

@@ -35,7 +35,7 @@ class Metrics(Evaluator):
     """The batched `task.eval_sums` over the split, then `task.finalize_eval`."""
 
     def run(self, ctx: EvalContext) -> dict[str, float]:
-        means = run_eval(ctx.eval_step, ctx.state, ctx.source(self.split), mesh=ctx.mesh,
+        means = run_eval(ctx.eval_step, ctx.state, ctx.source(self.split, self.preprocess), mesh=ctx.mesh,
                          batch_size=self.batch_size, preprocess=self.preprocess,
                          max_batches=self.max_batches or None)
         return ctx.task.finalize_eval(means)

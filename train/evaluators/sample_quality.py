@@ -148,7 +148,8 @@ class SampleQuality(Evaluator):
                               f"got {self.samples_per_class}.")
 
     def judge(self, ctx: EvalContext) -> Judge:
-        return judge_for(ctx.source(ctx.train_split), ctx.source(self.split), self.preprocess,
+        return judge_for(ctx.source(ctx.train_split, self.preprocess), ctx.source(self.split, self.preprocess),
+                         self.preprocess,
                          ctx.task.input_key, ctx.task.label_key)
 
     def describe_samples(self, ctx: EvalContext, images: np.ndarray, labels: np.ndarray) -> str:

@@ -25,14 +25,14 @@ class UnigramBaseline(Evaluator):
         if getattr(task, "vocab_size", None) != 256:
             raise ConfigError(f"evaluator {self.name!r} (unigram_baseline) needs a byte-level "
                               "language model (task.vocab_size=256).")
-        if not hasattr(source(self.split), "target_counts"):
+        if not hasattr(source(self.split, self.preprocess), "target_counts"):
             raise ConfigError(f"evaluator {self.name!r} (unigram_baseline) needs token windows; "
                               "set data.seq_len > 0.")
 
     def run(self, ctx: EvalContext) -> dict[str, float]:
         if self._bits is None:
             limit = self.max_batches * self.batch_size or None
-            counts = ctx.source(self.split).target_counts(limit).astype(np.float64)
+            counts = ctx.source(self.split, self.preprocess).target_counts(limit).astype(np.float64)
             p = counts[counts > 0] / counts.sum()
             self._bits = float(-(p * np.log2(p)).sum())
         return {"unigram_bits_per_byte": self._bits}
