@@ -31,22 +31,9 @@ import jax.numpy as jnp
 
 from errors import ConfigError
 from models.attention import attention
+from models.layers import layer_norm, normal, zeros
 
 POSITIONS = ("learned", "rotary")
-
-
-def _init(stddev: float, axes: tuple[str | None, ...]) -> nn.initializers.Initializer:
-    return nn.with_logical_partitioning(nn.initializers.normal(stddev), axes)
-
-
-def _zeros(axes: tuple[str | None, ...]) -> nn.initializers.Initializer:
-    return nn.with_logical_partitioning(nn.initializers.zeros, axes)
-
-
-def _layer_norm(dtype: Any, name: str) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=1e-5, dtype=dtype, name=name,
-                        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
-                        bias_init=_zeros(("embed",)))
 
 
 def rotary(x: jnp.ndarray, positions: jnp.ndarray, theta: float = 10_000.0) -> jnp.ndarray:
@@ -84,8 +71,8 @@ class CausalSelfAttention(nn.Module):
         # One projection for queries, keys and values (nanoGPT's c_attn): one larger matmul
         # instead of three, and one gradient for x instead of three to add up.
         qkv = nn.DenseGeneral(features=(3, self.num_heads, head_dim), dtype=self.dtype, name="qkv",
-                              kernel_init=_init(0.02, ("embed", None, "heads", "kv")),
-                              bias_init=_zeros((None, "heads", "kv")))(x)  # (B, T, 3, H, D)
+                              kernel_init=normal(0.02, ("embed", None, "heads", "kv")),
+                              bias_init=zeros((None, "heads", "kv")))(x)  # (B, T, 3, H, D)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, T, H, D) each
         if self.rotary:
             q, k = rotary(q, positions), rotary(k, positions)
@@ -110,8 +97,8 @@ class CausalSelfAttention(nn.Module):
             y = attention(q, k, v, is_causal=True)  # (B, T, H, D)
 
         return nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, name="out",
-                               kernel_init=_init(self.out_stddev, ("heads", "kv", "embed")),
-                               bias_init=_zeros(("embed",)))(y)  # (B, T, E)
+                               kernel_init=normal(self.out_stddev, ("heads", "kv", "embed")),
+                               bias_init=zeros(("embed",)))(y)  # (B, T, E)
 
 
 class Block(nn.Module):
@@ -130,17 +117,17 @@ class Block(nn.Module):
         """x: (B, T, E), positions: (T,) -> (B, T, E)."""
         width = x.shape[-1]
         drop = nn.Dropout(self.dropout, deterministic=not train)
-        y = _layer_norm(self.dtype, "ln_attn")(x)
+        y = layer_norm(self.dtype, "ln_attn", epsilon=1e-5)(x)
         y = CausalSelfAttention(self.num_heads, self.max_len, self.rotary, self.out_stddev,
                                 self.dtype, name="attn")(y, positions, decode)
         x = x + drop(y)
-        y = _layer_norm(self.dtype, "ln_mlp")(x)
+        y = layer_norm(self.dtype, "ln_mlp", epsilon=1e-5)(x)
         y = nn.Dense(self.mlp_dim, dtype=self.dtype, name="mlp_in",
-                     kernel_init=_init(0.02, ("embed", "mlp")), bias_init=_zeros(("mlp",)))(y)
+                     kernel_init=normal(0.02, ("embed", "mlp")), bias_init=zeros(("mlp",)))(y)
         y = nn.gelu(y)  # (B, T, mlp_dim)
         y = nn.Dense(width, dtype=self.dtype, name="mlp_out",
-                     kernel_init=_init(self.out_stddev, ("mlp", "embed")),
-                     bias_init=_zeros(("embed",)))(y)
+                     kernel_init=normal(self.out_stddev, ("mlp", "embed")),
+                     bias_init=zeros(("embed",)))(y)
         return x + drop(y)
 
 
@@ -206,10 +193,10 @@ class GPT(nn.Module):
                 index.value = index.value + length
 
         embed = nn.Embed(self.vocab_size, self.width, dtype=dtype, name="token_embed",
-                         embedding_init=_init(0.02, ("vocab", "embed")))
+                         embedding_init=normal(0.02, ("vocab", "embed")))
         x = embed(tokens)  # (B, T, E)
         if self.positions == "learned":
-            table = self.param("pos_embed", _init(0.02, (None, "embed")), (self.max_len, self.width))
+            table = self.param("pos_embed", normal(0.02, (None, "embed")), (self.max_len, self.width))
             x = x + jnp.take(table, positions, axis=0).astype(dtype)[None]  # (1, T, E)
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
 
@@ -221,13 +208,13 @@ class GPT(nn.Module):
             x = block_cls(self.num_heads, self.mlp_ratio * self.width, self.max_len,
                           self.positions == "rotary", out_stddev, self.dropout, dtype,
                           name=f"block_{i}")(x, positions, train, decode)
-        x = _layer_norm(dtype, "ln_final")(x)
+        x = layer_norm(dtype, "ln_final", epsilon=1e-5)(x)
 
         if self.tie_embeddings:
             logits = embed.attend(x)  # (B, T, V)
         else:
             logits = nn.Dense(self.vocab_size, use_bias=False, dtype=dtype, name="head",
-                              kernel_init=_init(0.02, ("embed", "vocab")))(x)
+                              kernel_init=normal(0.02, ("embed", "vocab")))(x)
         return logits.astype(jnp.float32)
 
 
