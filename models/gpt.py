@@ -96,7 +96,7 @@ class CausalSelfAttention(nn.Module):
         else:
             y = attention(q, k, v, is_causal=True)  # (B, T, H, D)
 
-        return nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, name="out",
+        return nn.DenseGeneral(features=width, axis=(-2, -1), dtype=self.dtype, name="out",
                                kernel_init=normal(self.out_stddev, ("heads", "kv", "embed")),
                                bias_init=zeros(("embed",)))(y)  # (B, T, E)
 
@@ -116,16 +116,17 @@ class Block(nn.Module):
                  decode: bool) -> jnp.ndarray:
         """x: (B, T, E), positions: (T,) -> (B, T, E)."""
         width = x.shape[-1]
-        drop = nn.Dropout(self.dropout, deterministic=not train)
+        drop = nn.Dropout(rate=self.dropout, deterministic=not train)
         y = layer_norm(self.dtype, "ln_attn", epsilon=1e-5)(x)
-        y = CausalSelfAttention(self.num_heads, self.max_len, self.rotary, self.out_stddev,
-                                self.dtype, name="attn")(y, positions, decode)
+        y = CausalSelfAttention(num_heads=self.num_heads, max_len=self.max_len, rotary=self.rotary,
+                                out_stddev=self.out_stddev, dtype=self.dtype,
+                                name="attn")(y, positions, decode)
         x = x + drop(y)
         y = layer_norm(self.dtype, "ln_mlp", epsilon=1e-5)(x)
-        y = nn.Dense(self.mlp_dim, dtype=self.dtype, name="mlp_in",
+        y = nn.Dense(features=self.mlp_dim, dtype=self.dtype, name="mlp_in",
                      kernel_init=normal(0.02, ("embed", "mlp")), bias_init=zeros(("mlp",)))(y)
         y = nn.gelu(y)  # (B, T, mlp_dim)
-        y = nn.Dense(width, dtype=self.dtype, name="mlp_out",
+        y = nn.Dense(features=width, dtype=self.dtype, name="mlp_out",
                      kernel_init=normal(self.out_stddev, ("mlp", "embed")),
                      bias_init=zeros(("embed",)))(y)
         return x + drop(y)
@@ -192,28 +193,29 @@ class GPT(nn.Module):
                 positions = positions + index.value
                 index.value = index.value + length
 
-        embed = nn.Embed(self.vocab_size, self.width, dtype=dtype, name="token_embed",
-                         embedding_init=normal(0.02, ("vocab", "embed")))
+        embed = nn.Embed(num_embeddings=self.vocab_size, features=self.width, dtype=dtype,
+                         name="token_embed", embedding_init=normal(0.02, ("vocab", "embed")))
         x = embed(tokens)  # (B, T, E)
         if self.positions == "learned":
             table = self.param("pos_embed", normal(0.02, (None, "embed")), (self.max_len, self.width))
             x = x + jnp.take(table, positions, axis=0).astype(dtype)[None]  # (1, T, E)
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        x = nn.Dropout(rate=self.dropout, deterministic=not train)(x)
 
         block_cls = Block
         if self.remat and not decode:
             block_cls = nn.remat(Block, static_argnums=(3, 4))  # self, x, positions, train, decode
         out_stddev = 0.02 / (2 * self.num_layers) ** 0.5  # GPT-2's scaled residual init
         for i in range(self.num_layers):
-            x = block_cls(self.num_heads, self.mlp_ratio * self.width, self.max_len,
-                          self.positions == "rotary", out_stddev, self.dropout, dtype,
+            x = block_cls(num_heads=self.num_heads, mlp_dim=self.mlp_ratio * self.width,
+                          max_len=self.max_len, rotary=self.positions == "rotary",
+                          out_stddev=out_stddev, dropout=self.dropout, dtype=dtype,
                           name=f"block_{i}")(x, positions, train, decode)
         x = layer_norm(dtype, "ln_final", epsilon=1e-5)(x)
 
         if self.tie_embeddings:
             logits = embed.attend(x)  # (B, T, V)
         else:
-            logits = nn.Dense(self.vocab_size, use_bias=False, dtype=dtype, name="head",
+            logits = nn.Dense(features=self.vocab_size, use_bias=False, dtype=dtype, name="head",
                               kernel_init=normal(0.02, ("embed", "vocab")))(x)
         return logits.astype(jnp.float32)
 

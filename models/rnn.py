@@ -83,16 +83,16 @@ class RNN(nn.Module):
         cell_cls = self._check()
         dtype = jnp.dtype(self.dtype)
         if self.vocab_size is not None:
-            x = nn.Embed(self.vocab_size, self.hidden, dtype=dtype, name="embed",
+            x = nn.Embed(num_embeddings=self.vocab_size, features=self.hidden, dtype=dtype, name="embed",
                          embedding_init=nn.with_logical_partitioning(
                              nn.initializers.normal(1.0), ("vocab", "embed")))(x)  # (B, T, H)
         else:
             x = x.astype(dtype)  # (B, T, F)
         for i in range(self.num_layers):
-            cell = cell_cls(self.hidden, dtype=dtype, kernel_init=input_kernel_init,
+            cell = cell_cls(features=self.hidden, dtype=dtype, kernel_init=input_kernel_init,
                             recurrent_kernel_init=recurrent_kernel_init, bias_init=cell_bias_init,
                             name=f"layer_{i}")  # the parameters live on the cell
-            rnn = nn.RNN(cell)
+            rnn = nn.RNN(cell=cell)
             if decode:
                 initialized = self.has_variable("cache", f"carry_{i}")
                 carry = self.variable("cache", f"carry_{i}", cell.initialize_carry,
@@ -103,15 +103,15 @@ class RNN(nn.Module):
             else:
                 x = rnn(x)  # (B, T, H)
             if i < self.num_layers - 1 and self.dropout > 0:
-                x = nn.Dropout(self.dropout, deterministic=not train)(x)
+                x = nn.Dropout(rate=self.dropout, deterministic=not train)(x)
         if self.num_classes is not None:
-            x = nn.Dense(self.num_classes, dtype=dtype, name="head",
+            x = nn.Dense(features=self.num_classes, dtype=dtype, name="head",
                          kernel_init=nn.with_logical_partitioning(
                              nn.initializers.lecun_normal(), ("embed", "classes")),
                          bias_init=nn.with_logical_partitioning(
                              nn.initializers.zeros, ("classes",)))(x[:, -1])  # (B, classes)
         else:
-            x = nn.Dense(self.vocab_size, dtype=dtype, name="head",
+            x = nn.Dense(features=self.vocab_size, dtype=dtype, name="head",
                          kernel_init=nn.with_logical_partitioning(
                              nn.initializers.lecun_normal(), ("embed", "vocab")),
                          bias_init=nn.with_logical_partitioning(
