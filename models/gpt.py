@@ -11,7 +11,7 @@ on accelerators, so a backend may pick a fused kernel). There is no dropout on t
 
 Sampling uses a key/value cache in the `cache` collection (the flax lm1b example's scheme):
 
-    cache = init_cache(model, batch_size)
+    cache = init_cache(model, batch_size)                        # models/decoding.py
     logits, vars = model.apply({"params": params, "cache": cache}, tokens, train=False,
                                decode=True, mutable=["cache"])   # tokens: (B, 1) or a (B, T) prompt
     cache = vars["cache"]
@@ -22,7 +22,6 @@ come from that index; it must stay below `max_len` (not checked: it is traced).
 """
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import flax.linen as nn
@@ -31,6 +30,7 @@ import jax.numpy as jnp
 
 from errors import ConfigError
 from models.attention import attention
+from models.decoding import init_cache  # noqa: F401  (benchmarks/sampling.py imports it from here)
 from models.layers import layer_norm, normal, zeros
 
 POSITIONS = ("learned", "rotary")
@@ -219,18 +219,3 @@ class GPT(nn.Module):
                               kernel_init=normal(0.02, ("embed", "vocab")))(x)
         return logits.astype(jnp.float32)
 
-
-def init_cache(model: GPT, batch_size: int) -> Any:
-    """An empty key/value cache for `model.apply(..., decode=True, mutable=["cache"])`.
-
-    The cache's shapes come from `model.init` on a (batch_size, max_len) input with
-    `decode=True` (the flax lm1b recipe), traced with `jax.eval_shape` so nothing runs;
-    every entry starts at zero, including the write index.
-
-    Returns:
-      {"cache_index": (), "block_i": {"attn": {"cached_key": (B, max_len, H, D),
-      "cached_value": (B, max_len, H, D)}}, ...}
-    """
-    tokens = jnp.zeros((batch_size, model.max_len), jnp.int32)
-    shapes = jax.eval_shape(partial(model.init, train=False, decode=True), jax.random.key(0), tokens)
-    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["cache"])

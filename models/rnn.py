@@ -12,7 +12,7 @@ Decoding costs O(1) per token: with `decode=True` each layer's carry lives in th
 "cache" collection, the same protocol as a GPT's KV cache:
 
     cache = model.init(rng, jnp.zeros((B, max_len), jnp.int32), train=False, decode=True)["cache"]
-    # or, without running anything: cache = init_cache(model, B)
+    # or, without running anything: cache = models.decoding.init_cache(model, B)
     logits, upd = model.apply({"params": params, "cache": cache}, tok, train=False,
                               decode=True, mutable=["cache"])   # tok: (B, 1) or a (B, T) prefill
     cache = upd["cache"]
@@ -22,7 +22,6 @@ The cache holds `carry_{i}`: (c, h) for an LSTM layer, h for a GRU layer, each (
 """
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import flax.linen as nn
@@ -118,17 +117,3 @@ class RNN(nn.Module):
                              nn.initializers.zeros, ("vocab",)))(x)  # (B, T, vocab)
         return x.astype(jnp.float32)
 
-
-def init_cache(model: RNN, batch_size: int) -> Any:
-    """A fresh (zero) carry cache for `model.apply(..., decode=True, mutable=["cache"])`.
-
-    Shapes come from `model.init` with `decode=True`, traced with `jax.eval_shape` so
-    nothing runs; the same as `model.init(...)["cache"]`, which is also all zeros.
-
-    Returns:
-      {"carry_i": (c, h) for LSTM or h for GRU, each (batch_size, hidden)} for each layer i.
-    """
-    x = (jnp.zeros((batch_size, 1), jnp.int32) if model.vocab_size is not None
-         else jnp.zeros((batch_size, 1, 1)))  # a feature model's F does not shape the carry
-    shapes = jax.eval_shape(partial(model.init, train=False, decode=True), jax.random.key(0), x)
-    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["cache"])
