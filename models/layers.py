@@ -17,8 +17,9 @@ def zeros(axes: tuple[str | None, ...]) -> nn.initializers.Initializer:
     return nn.with_logical_partitioning(nn.initializers.zeros, axes)
 
 
-def layer_norm(dtype: Any, name: str, epsilon: float) -> nn.LayerNorm:
-    """LayerNorm over the last (`embed`) axis: scale 1, bias 0, both named `embed`."""
+def layer_norm(dtype: Any, name: str | None, epsilon: float) -> nn.LayerNorm:
+    """LayerNorm over the last (`embed`) axis: scale 1, bias 0, both named `embed`.
+    `name` None: named by the attribute it is assigned to in a `setup`."""
     return nn.LayerNorm(epsilon=epsilon, dtype=dtype, name=name,
                         scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
                         bias_init=zeros(("embed",)))
