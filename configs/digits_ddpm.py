@@ -5,10 +5,8 @@
         # -> runs/digits_ddpm/samples_ddim50_guidance2.png: 10 rows (digits 0-9) x 10
 
 Sized for a 2-core CPU: a 652k-parameter U-Net (32-64 channels, 8x8 and 4x4, attention
-only in the middle), 2,000 steps of batch 64 (~89 epochs of 1,437 images), EMA 0.998.
-Measured on a quiet 2-core CPU (2026-12-01, `run.py train` in a fresh workdir): 1m31s
-wall, 2.7 min of CPU (train steps at ~32/s, plus compilation and two evaluations, which
-compile the sampler and fit the judge).
+only in the middle), 2,000 steps of batch 64 (~89 epochs of 1,437 images), EMA 0.998
+(wall and CPU time: README.md, "What each family reaches").
 
     step  eval/sample_accuracy  eval/fd  eval/fd_real_floor  eval/loss
     1000  0.964                 5.28     1.22                0.115

@@ -4,7 +4,7 @@
     make train   # the same, into runs/default
 
 Sized for a 2-core CPU: 600 steps of batch 128 (~53 epochs of 1,437 images) reach
-98.9% test accuracy in 28 s wall on a quiet machine (2026-12-01; 46 s of CPU).
+98.9% test accuracy (wall and CPU time: README.md, "What each family reaches").
 `:runlocal` is a 60-step smoke run.
 """
 from configs.common import base_config, parse_arg, product

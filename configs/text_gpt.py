@@ -6,10 +6,9 @@
 859K parameters (4 layers, width 128, 4 heads, rotary positions, context 128 bytes).
 Sized for a 2-core CPU: 500 steps of 32 windows x 128 bytes (2 MB, a sixth of the
 11.7 MB train split) reach 2.09 validation bits per byte, against 4.70 for the byte
-unigram entropy of the same text (eval/unigram_bits_per_byte); 2.43 at step 250.
-Measured on Python 3.11.7 on a quiet 2-core CPU (2026-12-01): 2m33s wall, 4.3 min of
-CPU. `:runlocal` is a 20-step smoke run. Any local text
-instead: `--config.data.name=text_files --config.data.files=a.txt,b.txt`.
+unigram entropy of the same text (eval/unigram_bits_per_byte); 2.43 at step 250 (wall
+and CPU time: README.md, "What each family reaches"). `:runlocal` is a 20-step smoke
+run. Any local text instead: `--config.data.name=text_files --config.data.files=a.txt,b.txt`.
 """
 from configs.common import byte_lm_config, parse_arg, zip_axes
 

@@ -7,8 +7,8 @@
 the state on without limit). Sized for a 2-core CPU: 500 steps of 32 windows x 128 bytes
 (2 MB of the 11.7 MB train split) reach 1.94 validation bits per byte, against 4.70 for
 the byte unigram entropy of the same text (eval/unigram_bits_per_byte); 2.13 at step
-250. Measured on Python 3.11.7 on a quiet 2-core CPU (2026-12-01): 1m35s wall, 2.8 min of
-CPU. `:runlocal` is a 20-step smoke run.
+250 (wall and CPU time: README.md, "What each family reaches"). `:runlocal` is a 20-step
+smoke run.
 """
 from configs.common import byte_lm_config, parse_arg
 

@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import io
 import math
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from data.row_random import RowRandom
 from errors import ConfigError, DataError
 
-if TYPE_CHECKING:  # data/ops.py imports this module to build its tables
-    from data.ops import RowRandom
 
-Op = Callable[[dict, "RowRandom"], dict]
+Op = Callable[[dict, RowRandom], dict]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # per RGB channel, of images scaled to [0, 1]
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -12,16 +12,15 @@ neighbour (odd batch) is mixed with itself, i.e. left as it is.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
+from data.row_random import RowRandom
 from errors import ConfigError, DataError
 
-if TYPE_CHECKING:
-    from data.ops import RowRandom
 
-Op = Callable[[dict, "RowRandom"], dict]
+Op = Callable[[dict, RowRandom], dict]
 
 
 def _partners(rows: int) -> np.ndarray:

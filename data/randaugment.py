@@ -12,17 +12,16 @@ histogram).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 from data.image_ops import from_pil, to_pil
+from data.row_random import RowRandom
 
-if TYPE_CHECKING:
-    from data.ops import RowRandom
 
-Op = Callable[[dict, "RowRandom"], dict]
+Op = Callable[[dict, RowRandom], dict]
 FILL = 128          # grey, for pixels that geometric ops and cutout leave uncovered
 REFERENCE = 224.0   # image side that big_vision's pixel constants were set for
 DRAWS = 4           # uniforms per layer: op, sign, cutout centre (y, x)

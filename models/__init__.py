@@ -20,6 +20,7 @@ MODELS: dict[str, str] = {
     "gpt": "models.gpt:GPT",
     "rnn": "models.rnn:RNN",
     "unet": "models.unet:UNet",
+    "transformer": "models.transformer:Transformer",
 }
 
 

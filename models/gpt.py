@@ -11,7 +11,7 @@ on accelerators, so a backend may pick a fused kernel). There is no dropout on t
 
 Sampling uses a key/value cache in the `cache` collection (the flax lm1b example's scheme):
 
-    cache = init_cache(model, batch_size)
+    cache = init_cache(model, batch_size)                        # models/decoding.py
     logits, vars = model.apply({"params": params, "cache": cache}, tokens, train=False,
                                decode=True, mutable=["cache"])   # tokens: (B, 1) or a (B, T) prompt
     cache = vars["cache"]
@@ -22,7 +22,6 @@ come from that index; it must stay below `max_len` (not checked: it is traced).
 """
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import flax.linen as nn
@@ -31,22 +30,10 @@ import jax.numpy as jnp
 
 from errors import ConfigError
 from models.attention import attention
+from models.decoding import init_cache  # noqa: F401  (benchmarks/sampling.py imports it from here)
+from models.layers import layer_norm, normal, zeros
 
 POSITIONS = ("learned", "rotary")
-
-
-def _init(stddev: float, axes: tuple[str | None, ...]) -> nn.initializers.Initializer:
-    return nn.with_logical_partitioning(nn.initializers.normal(stddev), axes)
-
-
-def _zeros(axes: tuple[str | None, ...]) -> nn.initializers.Initializer:
-    return nn.with_logical_partitioning(nn.initializers.zeros, axes)
-
-
-def _layer_norm(dtype: Any, name: str) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=1e-5, dtype=dtype, name=name,
-                        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
-                        bias_init=_zeros(("embed",)))
 
 
 def rotary(x: jnp.ndarray, positions: jnp.ndarray, theta: float = 10_000.0) -> jnp.ndarray:
@@ -84,8 +71,8 @@ class CausalSelfAttention(nn.Module):
         # One projection for queries, keys and values (nanoGPT's c_attn): one larger matmul
         # instead of three, and one gradient for x instead of three to add up.
         qkv = nn.DenseGeneral(features=(3, self.num_heads, head_dim), dtype=self.dtype, name="qkv",
-                              kernel_init=_init(0.02, ("embed", None, "heads", "kv")),
-                              bias_init=_zeros((None, "heads", "kv")))(x)  # (B, T, 3, H, D)
+                              kernel_init=normal(0.02, ("embed", None, "heads", "kv")),
+                              bias_init=zeros((None, "heads", "kv")))(x)  # (B, T, 3, H, D)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, T, H, D) each
         if self.rotary:
             q, k = rotary(q, positions), rotary(k, positions)
@@ -109,9 +96,9 @@ class CausalSelfAttention(nn.Module):
         else:
             y = attention(q, k, v, is_causal=True)  # (B, T, H, D)
 
-        return nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, name="out",
-                               kernel_init=_init(self.out_stddev, ("heads", "kv", "embed")),
-                               bias_init=_zeros(("embed",)))(y)  # (B, T, E)
+        return nn.DenseGeneral(features=width, axis=(-2, -1), dtype=self.dtype, name="out",
+                               kernel_init=normal(self.out_stddev, ("heads", "kv", "embed")),
+                               bias_init=zeros(("embed",)))(y)  # (B, T, E)
 
 
 class Block(nn.Module):
@@ -129,18 +116,19 @@ class Block(nn.Module):
                  decode: bool) -> jnp.ndarray:
         """x: (B, T, E), positions: (T,) -> (B, T, E)."""
         width = x.shape[-1]
-        drop = nn.Dropout(self.dropout, deterministic=not train)
-        y = _layer_norm(self.dtype, "ln_attn")(x)
-        y = CausalSelfAttention(self.num_heads, self.max_len, self.rotary, self.out_stddev,
-                                self.dtype, name="attn")(y, positions, decode)
+        drop = nn.Dropout(rate=self.dropout, deterministic=not train)
+        y = layer_norm(self.dtype, "ln_attn", epsilon=1e-5)(x)
+        y = CausalSelfAttention(num_heads=self.num_heads, max_len=self.max_len, rotary=self.rotary,
+                                out_stddev=self.out_stddev, dtype=self.dtype,
+                                name="attn")(y, positions, decode)
         x = x + drop(y)
-        y = _layer_norm(self.dtype, "ln_mlp")(x)
-        y = nn.Dense(self.mlp_dim, dtype=self.dtype, name="mlp_in",
-                     kernel_init=_init(0.02, ("embed", "mlp")), bias_init=_zeros(("mlp",)))(y)
+        y = layer_norm(self.dtype, "ln_mlp", epsilon=1e-5)(x)
+        y = nn.Dense(features=self.mlp_dim, dtype=self.dtype, name="mlp_in",
+                     kernel_init=normal(0.02, ("embed", "mlp")), bias_init=zeros(("mlp",)))(y)
         y = nn.gelu(y)  # (B, T, mlp_dim)
-        y = nn.Dense(width, dtype=self.dtype, name="mlp_out",
-                     kernel_init=_init(self.out_stddev, ("mlp", "embed")),
-                     bias_init=_zeros(("embed",)))(y)
+        y = nn.Dense(features=width, dtype=self.dtype, name="mlp_out",
+                     kernel_init=normal(self.out_stddev, ("mlp", "embed")),
+                     bias_init=zeros(("embed",)))(y)
         return x + drop(y)
 
 
@@ -205,43 +193,29 @@ class GPT(nn.Module):
                 positions = positions + index.value
                 index.value = index.value + length
 
-        embed = nn.Embed(self.vocab_size, self.width, dtype=dtype, name="token_embed",
-                         embedding_init=_init(0.02, ("vocab", "embed")))
+        embed = nn.Embed(num_embeddings=self.vocab_size, features=self.width, dtype=dtype,
+                         name="token_embed", embedding_init=normal(0.02, ("vocab", "embed")))
         x = embed(tokens)  # (B, T, E)
         if self.positions == "learned":
-            table = self.param("pos_embed", _init(0.02, (None, "embed")), (self.max_len, self.width))
+            table = self.param("pos_embed", normal(0.02, (None, "embed")), (self.max_len, self.width))
             x = x + jnp.take(table, positions, axis=0).astype(dtype)[None]  # (1, T, E)
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        x = nn.Dropout(rate=self.dropout, deterministic=not train)(x)
 
         block_cls = Block
         if self.remat and not decode:
             block_cls = nn.remat(Block, static_argnums=(3, 4))  # self, x, positions, train, decode
         out_stddev = 0.02 / (2 * self.num_layers) ** 0.5  # GPT-2's scaled residual init
         for i in range(self.num_layers):
-            x = block_cls(self.num_heads, self.mlp_ratio * self.width, self.max_len,
-                          self.positions == "rotary", out_stddev, self.dropout, dtype,
+            x = block_cls(num_heads=self.num_heads, mlp_dim=self.mlp_ratio * self.width,
+                          max_len=self.max_len, rotary=self.positions == "rotary",
+                          out_stddev=out_stddev, dropout=self.dropout, dtype=dtype,
                           name=f"block_{i}")(x, positions, train, decode)
-        x = _layer_norm(dtype, "ln_final")(x)
+        x = layer_norm(dtype, "ln_final", epsilon=1e-5)(x)
 
         if self.tie_embeddings:
             logits = embed.attend(x)  # (B, T, V)
         else:
-            logits = nn.Dense(self.vocab_size, use_bias=False, dtype=dtype, name="head",
-                              kernel_init=_init(0.02, ("embed", "vocab")))(x)
+            logits = nn.Dense(features=self.vocab_size, use_bias=False, dtype=dtype, name="head",
+                              kernel_init=normal(0.02, ("embed", "vocab")))(x)
         return logits.astype(jnp.float32)
 
-
-def init_cache(model: GPT, batch_size: int) -> Any:
-    """An empty key/value cache for `model.apply(..., decode=True, mutable=["cache"])`.
-
-    The cache's shapes come from `model.init` on a (batch_size, max_len) input with
-    `decode=True` (the flax lm1b recipe), traced with `jax.eval_shape` so nothing runs;
-    every entry starts at zero, including the write index.
-
-    Returns:
-      {"cache_index": (), "block_i": {"attn": {"cached_key": (B, max_len, H, D),
-      "cached_value": (B, max_len, H, D)}}, ...}
-    """
-    tokens = jnp.zeros((batch_size, model.max_len), jnp.int32)
-    shapes = jax.eval_shape(partial(model.init, train=False, decode=True), jax.random.key(0), tokens)
-    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["cache"])

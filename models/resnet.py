@@ -48,12 +48,12 @@ class BasicBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
         conv = partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
-        y = conv(self.features, (3, 3), self.strides, padding=1)(x)
+        y = conv(features=self.features, kernel_size=(3, 3), strides=self.strides, padding=1)(x)
         y = nn.relu(_norm(train, self.dtype)(y))
-        y = conv(self.features, (3, 3), padding=1)(y)
+        y = conv(features=self.features, kernel_size=(3, 3), padding=1)(y)
         y = _norm(train, self.dtype, zero_init=True)(y)
         if x.shape != y.shape:  # projection shortcut ("option B")
-            x = conv(self.features, (1, 1), self.strides)(x)
+            x = conv(features=self.features, kernel_size=(1, 1), strides=self.strides)(x)
             x = _norm(train, self.dtype)(x)
         return nn.relu(x + y)
 
@@ -67,13 +67,14 @@ class BottleneckBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
         conv = partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
-        y = nn.relu(_norm(train, self.dtype)(conv(self.features, (1, 1))(x)))
-        y = conv(self.features, (3, 3), self.strides, padding=1)(y)
+        y = nn.relu(_norm(train, self.dtype)(conv(features=self.features, kernel_size=(1, 1))(x)))
+        y = conv(features=self.features, kernel_size=(3, 3), strides=self.strides, padding=1)(y)
         y = nn.relu(_norm(train, self.dtype)(y))
-        y = conv(self.features * 4, (1, 1))(y)
+        y = conv(features=self.features * 4, kernel_size=(1, 1))(y)
         y = _norm(train, self.dtype, zero_init=True)(y)
         if x.shape != y.shape:
-            x = _norm(train, self.dtype)(conv(self.features * 4, (1, 1), self.strides)(x))
+            x = _norm(train, self.dtype)(
+                conv(features=self.features * 4, kernel_size=(1, 1), strides=self.strides)(x))
         return nn.relu(x + y)
 
 
@@ -118,21 +119,21 @@ class ResNet(nn.Module):
         x = x.astype(dtype)
         stem = self.stem or self.family
         if stem == "imagenet":
-            x = nn.Conv(width, (7, 7), 2, padding=3, use_bias=False, dtype=dtype,
+            x = nn.Conv(features=width, kernel_size=(7, 7), strides=2, padding=3, use_bias=False, dtype=dtype,
                         kernel_init=conv_init, name="stem_conv")(x)
             x = nn.relu(_norm(train, dtype)(x))
             x = nn.max_pool(x, (3, 3), (2, 2), padding="SAME")
         else:
-            x = nn.Conv(width, (3, 3), padding=1, use_bias=False, dtype=dtype,
+            x = nn.Conv(features=width, kernel_size=(3, 3), padding=1, use_bias=False, dtype=dtype,
                         kernel_init=conv_init, name="stem_conv")(x)
             x = nn.relu(_norm(train, dtype)(x))
         block_cls = BottleneckBlock if bottleneck else BasicBlock
         for stage, num_blocks in enumerate(blocks):
             for i in range(num_blocks):
                 strides = 2 if stage > 0 and i == 0 else 1
-                x = block_cls(width * 2**stage, strides, dtype)(x, train)
+                x = block_cls(features=width * 2**stage, strides=strides, dtype=dtype)(x, train)
         x = jnp.mean(x, axis=(1, 2))  # (B, C) global average pool
-        x = nn.Dense(self.num_classes, dtype=dtype, name="head",
+        x = nn.Dense(features=self.num_classes, dtype=dtype, name="head",
                      kernel_init=nn.with_logical_partitioning(
                          nn.initializers.zeros, ("embed", "classes")),
                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("classes",)))(x)

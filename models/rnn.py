@@ -12,7 +12,7 @@ Decoding costs O(1) per token: with `decode=True` each layer's carry lives in th
 "cache" collection, the same protocol as a GPT's KV cache:
 
     cache = model.init(rng, jnp.zeros((B, max_len), jnp.int32), train=False, decode=True)["cache"]
-    # or, without running anything: cache = init_cache(model, B)
+    # or, without running anything: cache = models.decoding.init_cache(model, B)
     logits, upd = model.apply({"params": params, "cache": cache}, tok, train=False,
                               decode=True, mutable=["cache"])   # tok: (B, 1) or a (B, T) prefill
     cache = upd["cache"]
@@ -22,7 +22,6 @@ The cache holds `carry_{i}`: (c, h) for an LSTM layer, h for a GRU layer, each (
 """
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import flax.linen as nn
@@ -83,16 +82,16 @@ class RNN(nn.Module):
         cell_cls = self._check()
         dtype = jnp.dtype(self.dtype)
         if self.vocab_size is not None:
-            x = nn.Embed(self.vocab_size, self.hidden, dtype=dtype, name="embed",
+            x = nn.Embed(num_embeddings=self.vocab_size, features=self.hidden, dtype=dtype, name="embed",
                          embedding_init=nn.with_logical_partitioning(
                              nn.initializers.normal(1.0), ("vocab", "embed")))(x)  # (B, T, H)
         else:
             x = x.astype(dtype)  # (B, T, F)
         for i in range(self.num_layers):
-            cell = cell_cls(self.hidden, dtype=dtype, kernel_init=input_kernel_init,
+            cell = cell_cls(features=self.hidden, dtype=dtype, kernel_init=input_kernel_init,
                             recurrent_kernel_init=recurrent_kernel_init, bias_init=cell_bias_init,
                             name=f"layer_{i}")  # the parameters live on the cell
-            rnn = nn.RNN(cell)
+            rnn = nn.RNN(cell=cell)
             if decode:
                 initialized = self.has_variable("cache", f"carry_{i}")
                 carry = self.variable("cache", f"carry_{i}", cell.initialize_carry,
@@ -103,32 +102,18 @@ class RNN(nn.Module):
             else:
                 x = rnn(x)  # (B, T, H)
             if i < self.num_layers - 1 and self.dropout > 0:
-                x = nn.Dropout(self.dropout, deterministic=not train)(x)
+                x = nn.Dropout(rate=self.dropout, deterministic=not train)(x)
         if self.num_classes is not None:
-            x = nn.Dense(self.num_classes, dtype=dtype, name="head",
+            x = nn.Dense(features=self.num_classes, dtype=dtype, name="head",
                          kernel_init=nn.with_logical_partitioning(
                              nn.initializers.lecun_normal(), ("embed", "classes")),
                          bias_init=nn.with_logical_partitioning(
                              nn.initializers.zeros, ("classes",)))(x[:, -1])  # (B, classes)
         else:
-            x = nn.Dense(self.vocab_size, dtype=dtype, name="head",
+            x = nn.Dense(features=self.vocab_size, dtype=dtype, name="head",
                          kernel_init=nn.with_logical_partitioning(
                              nn.initializers.lecun_normal(), ("embed", "vocab")),
                          bias_init=nn.with_logical_partitioning(
                              nn.initializers.zeros, ("vocab",)))(x)  # (B, T, vocab)
         return x.astype(jnp.float32)
 
-
-def init_cache(model: RNN, batch_size: int) -> Any:
-    """A fresh (zero) carry cache for `model.apply(..., decode=True, mutable=["cache"])`.
-
-    Shapes come from `model.init` with `decode=True`, traced with `jax.eval_shape` so
-    nothing runs; the same as `model.init(...)["cache"]`, which is also all zeros.
-
-    Returns:
-      {"carry_i": (c, h) for LSTM or h for GRU, each (batch_size, hidden)} for each layer i.
-    """
-    x = (jnp.zeros((batch_size, 1), jnp.int32) if model.vocab_size is not None
-         else jnp.zeros((batch_size, 1, 1)))  # a feature model's F does not shape the carry
-    shapes = jax.eval_shape(partial(model.init, train=False, decode=True), jax.random.key(0), x)
-    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["cache"])

@@ -46,7 +46,8 @@ def timestep_embedding(t: jnp.ndarray, dim: int) -> jnp.ndarray:
 
 def _conv(features: int, dtype: Any, name: str, kernel: int = 3, strides: int = 1,
           zero: bool = False) -> nn.Conv:
-    return nn.Conv(features, (kernel, kernel), strides, padding="SAME", dtype=dtype, name=name,
+    return nn.Conv(features=features, kernel_size=(kernel, kernel), strides=strides, padding="SAME",
+                   dtype=dtype, name=name,
                    kernel_init=conv_zero_init if zero else conv_init, bias_init=channel_zeros)
 
 
@@ -58,7 +59,7 @@ def _norm(num_groups: int, dtype: Any, name: str) -> nn.GroupNorm:
 def _dense(features: int, axes: tuple[str, str], dtype: Any, name: str,
            zero: bool = False) -> nn.Dense:
     init = nn.initializers.zeros if zero else default_init
-    return nn.Dense(features, dtype=dtype, name=name,
+    return nn.Dense(features=features, dtype=dtype, name=name,
                     kernel_init=nn.with_logical_partitioning(init, axes),
                     bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]))
 
@@ -78,7 +79,7 @@ class ResBlock(nn.Module):
         t = _dense(self.features, ("embed", "conv_out"), self.dtype, "temb_proj")(nn.silu(temb))
         h = h + t[:, None, None, :]
         h = nn.silu(_norm(self.num_groups, self.dtype, "norm2")(h))
-        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        h = nn.Dropout(rate=self.dropout, deterministic=not train)(h)
         h = _conv(self.features, self.dtype, "conv2", zero=True)(h)
         if x.shape[-1] != self.features:  # 1x1 "network in network" shortcut
             x = _conv(self.features, self.dtype, "shortcut", kernel=1)(x)
@@ -156,10 +157,11 @@ class UNet(nn.Module):
         ch, groups = self.channels, self.num_groups
 
         def block(features: int, name: str) -> ResBlock:
-            return ResBlock(features, groups, self.dropout, dtype, name=name)
+            return ResBlock(features=features, num_groups=groups, dropout=self.dropout, dtype=dtype,
+                            name=name)
 
         def attention(name: str) -> AttentionBlock:
-            return AttentionBlock(groups, dtype, name=name)
+            return AttentionBlock(num_groups=groups, dtype=dtype, name=name)
 
         t = jnp.broadcast_to(jnp.asarray(t), (B,))
         temb = timestep_embedding(t, ch).astype(dtype)  # (B, ch)
@@ -168,7 +170,8 @@ class UNet(nn.Module):
         if self.num_classes is not None:
             if y is None:
                 y = jnp.full((B,), self.num_classes, jnp.int32)
-            temb = temb + nn.Embed(self.num_classes + 1, 4 * ch, dtype=dtype, name="class_embed",
+            temb = temb + nn.Embed(num_embeddings=self.num_classes + 1, features=4 * ch, dtype=dtype,
+                                   name="class_embed",
                                    embedding_init=nn.with_logical_partitioning(
                                        nn.initializers.normal(1.0), ("classes", "embed")))(y)
         elif y is not None:

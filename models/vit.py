@@ -18,6 +18,7 @@ import numpy as np
 
 from errors import ConfigError, UnknownNameError, unknown_name_message
 from models.attention import attention
+from models.layers import layer_norm, zeros
 
 # name -> (width, depth, num_heads, mlp_dim), from the paper's Table 1 and big_vision.
 VARIANTS: dict[str, tuple[int, int, int, int]] = {
@@ -31,16 +32,6 @@ POOLS = ("cls", "gap")
 POSEMBS = ("learn", "sincos2d")
 
 xavier = nn.initializers.xavier_uniform()
-
-
-def _zeros(axes: tuple[str | None, ...]) -> nn.initializers.Initializer:
-    return nn.with_logical_partitioning(nn.initializers.zeros, axes)
-
-
-def _layer_norm(dtype: Any, name: str) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=1e-6, dtype=dtype, name=name,
-                        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
-                        bias_init=_zeros(("embed",)))
 
 
 def parse_variant(variant: str) -> tuple[tuple[int, int, int, int], int]:
@@ -78,25 +69,25 @@ class EncoderBlock(nn.Module):
         """x: (B, N, E) tokens -> (B, N, E)."""
         width = x.shape[-1]
         head_dim = width // self.num_heads
-        drop = nn.Dropout(self.dropout, deterministic=not train)
+        drop = nn.Dropout(rate=self.dropout, deterministic=not train)
 
-        y = _layer_norm(self.dtype, "ln_attn")(x)
-        q, k, v = (nn.DenseGeneral((self.num_heads, head_dim), dtype=self.dtype, name=name,
-                                   kernel_init=nn.with_logical_partitioning(xavier, ("embed", "heads", "kv")),
-                                   bias_init=_zeros(("heads", "kv")))(y)
+        y = layer_norm(self.dtype, "ln_attn", epsilon=1e-6)(x)
+        q, k, v = (nn.DenseGeneral(features=(self.num_heads, head_dim), dtype=self.dtype,
+                                   name=name, bias_init=zeros(("heads", "kv")), kernel_init=(
+                                       nn.with_logical_partitioning(xavier, ("embed", "heads", "kv"))))(y)
                    for name in ("query", "key", "value"))  # (B, N, H, D) each
         y = attention(q, k, v)  # (B, N, H, D)
-        y = nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, name="out",
+        y = nn.DenseGeneral(features=width, axis=(-2, -1), dtype=self.dtype, name="out",
                             kernel_init=nn.with_logical_partitioning(xavier, ("heads", "kv", "embed")),
-                            bias_init=_zeros(("embed",)))(y)  # (B, N, E)
+                            bias_init=zeros(("embed",)))(y)  # (B, N, E)
         x = x + drop(y)
 
-        y = _layer_norm(self.dtype, "ln_mlp")(x)
-        y = nn.Dense(self.mlp_dim, dtype=self.dtype, name="mlp_in",
+        y = layer_norm(self.dtype, "ln_mlp", epsilon=1e-6)(x)
+        y = nn.Dense(features=self.mlp_dim, dtype=self.dtype, name="mlp_in",
                      kernel_init=nn.with_logical_partitioning(xavier, ("embed", "mlp")),
                      bias_init=nn.with_logical_partitioning(nn.initializers.normal(1e-6), ("mlp",)))(y)
         y = drop(nn.gelu(y))  # (B, N, mlp_dim)
-        y = nn.Dense(width, dtype=self.dtype, name="mlp_out",
+        y = nn.Dense(features=width, dtype=self.dtype, name="mlp_out",
                      kernel_init=nn.with_logical_partitioning(xavier, ("mlp", "embed")),
                      bias_init=nn.with_logical_partitioning(nn.initializers.normal(1e-6), ("embed",)))(y)
         return x + drop(y)
@@ -151,16 +142,16 @@ class ViT(nn.Module):
         if x.shape[1] % patch or x.shape[2] % patch:
             raise ConfigError(f"image size {x.shape[1]}x{x.shape[2]} is not a multiple of the patch size {patch}.")
         dtype = jnp.dtype(self.dtype)
-        x = nn.Conv(width, (patch, patch), strides=(patch, patch), padding="VALID", dtype=dtype,
-                    name="patch_embed",
+        x = nn.Conv(features=width, kernel_size=(patch, patch), strides=(patch, patch),
+                    padding="VALID", dtype=dtype, name="patch_embed",
                     kernel_init=nn.with_logical_partitioning(
                         nn.initializers.lecun_normal(), (None, None, None, "embed")),
-                    bias_init=_zeros(("embed",)))(x.astype(dtype))  # (B, h, w, E)
+                    bias_init=zeros(("embed",)))(x.astype(dtype))  # (B, h, w, E)
         batch, h, w, _ = x.shape
         x = jnp.reshape(x, (batch, h * w, width))  # (B, N, E)
 
         if self.pool == "cls":
-            cls = self.param("cls", _zeros((None, None, "embed")), (1, 1, width))
+            cls = self.param("cls", zeros((None, None, "embed")), (1, 1, width))
             x = jnp.concatenate([jnp.tile(cls.astype(dtype), (batch, 1, 1)), x], axis=1)  # (B, 1+N, E)
         if self.posemb == "learn":
             # As in the paper (and timm) the class token has a position embedding too.
@@ -171,14 +162,15 @@ class ViT(nn.Module):
             if self.pool == "cls":
                 pos = jnp.concatenate([jnp.zeros((1, 1, width)), pos], axis=1)
         x = x + pos.astype(dtype)
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        x = nn.Dropout(rate=self.dropout, deterministic=not train)(x)
 
         block_cls = nn.remat(EncoderBlock, static_argnums=(2,)) if self.remat else EncoderBlock
         for i in range(depth):
-            x = block_cls(num_heads, mlp_dim, self.dropout, dtype, name=f"block_{i}")(x, train)
-        x = _layer_norm(dtype, "ln_final")(x)
+            x = block_cls(num_heads=num_heads, mlp_dim=mlp_dim, dropout=self.dropout, dtype=dtype,
+                          name=f"block_{i}")(x, train)
+        x = layer_norm(dtype, "ln_final", epsilon=1e-6)(x)
 
         x = x[:, 0] if self.pool == "cls" else jnp.mean(x, axis=1)  # (B, E)
-        x = nn.Dense(self.num_classes, dtype=dtype, name="head",
-                     kernel_init=_zeros(("embed", "classes")), bias_init=_zeros(("classes",)))(x)
+        x = nn.Dense(features=self.num_classes, dtype=dtype, name="head",
+                     kernel_init=zeros(("embed", "classes")), bias_init=zeros(("classes",)))(x)
         return x.astype(jnp.float32)

@@ -15,7 +15,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from helpers import REPO
+from helpers import REPO, RUN_PY, run_cli
 
 # ResNet-8 (width 4) on digits, batch 16, 30 steps: ~5 s a run on one CPU device. Logs every
 # 2 steps and saves every 3, so most checkpoints carry a partial log window; evaluates every
@@ -45,23 +45,21 @@ def cli_env(tfds_dir: str, **extra: str) -> dict:
 
 
 def train_args(workdir, *extra: str) -> list[str]:
-    return [sys.executable, os.path.join(REPO, "run.py"), "train", *TINY, "--workdir", str(workdir), *extra]
-
-
-def run(args: list[str], env: dict, timeout: int = TIMEOUT) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    """The run.py arguments of a TINY training run in `workdir`, `extra` appended."""
+    return ["train", *TINY, "--workdir", str(workdir), *extra]
 
 
 def run_train(workdir, *extra: str, env: dict) -> subprocess.CompletedProcess:
-    return run(train_args(workdir, *extra), env)
+    return run_cli(*train_args(workdir, *extra), env=env, timeout=TIMEOUT)
 
 
 def run_until(args: list[str], env: dict, until: Callable[[], bool], sig: int = signal.SIGKILL,
               log: str | None = None, poll: float = 0.002) -> tuple[int, bool]:
-    """Starts `args`; sends `sig` as soon as `until()` holds. Returns (exit code, whether the
-    signal was sent); the signal is not sent if the process ends first."""
+    """Starts `python run.py ARGS`; sends `sig` as soon as `until()` holds. Returns (exit code,
+    whether the signal was sent); the signal is not sent if the process ends first."""
     out = open(log, "a") if log else subprocess.DEVNULL
-    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=out, stderr=out, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, RUN_PY, *args], cwd=REPO, env=env, stdout=out,
+                            stderr=out, start_new_session=True)
     sent = False
     deadline = time.monotonic() + TIMEOUT
     try:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN_PY = os.path.join(REPO, "run.py")
 
 
 def tiny_resnet_config(tfds_dir: str, **train):
@@ -27,9 +28,12 @@ def tiny_resnet_config(tfds_dir: str, **train):
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """`python run.py ARGS` in a subprocess (1 CPU device unless XLA_FLAGS says otherwise)."""
+    """`python run.py ARGS` in a subprocess, output captured as text.
+
+    The environment is this process's without XLA_FLAGS (so 1 CPU device unless `env`
+    sets them), with `env` laid over it."""
     full_env = dict(os.environ)
     full_env.pop("XLA_FLAGS", None)
     full_env.update(env or {})
-    return subprocess.run([sys.executable, os.path.join(REPO, "run.py"), *args], cwd=REPO,
+    return subprocess.run([sys.executable, RUN_PY, *args], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout, env=full_env)

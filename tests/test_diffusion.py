@@ -144,8 +144,8 @@ def test_sampling_loop_matches_step_by_step_reference(tiny, sampler, num_steps, 
     coefficients = dm.make_schedule("cosine", num_steps)
     labels = jnp.asarray(np.repeat(np.arange(10), 2), jnp.int32)  # the shapes generate() uses
     rng = jax.random.key(5)
-    out = jitted_sample_loop(model)(
-        variables, coefficients, labels, rng, jnp.float32(2.5), jnp.float32(0.0),
+    out = jitted_sample_loop(
+        model, variables, coefficients, labels, rng, jnp.float32(2.5), jnp.float32(0.0),
         shape=(8, 8, 1), sampler=sampler, sample_steps=sample_steps, null_label=10, guided=True)
     ref = reference_samples(model, variables, coefficients, labels, rng, 2.5, sampler=sampler,
                             sample_steps=sample_steps, null_label=10)

@@ -14,6 +14,7 @@ import pytest
 
 import cli_runs as cr
 import errors
+from helpers import run_cli
 from train import checkpoints, init_from
 
 
@@ -66,7 +67,7 @@ def test_bad_input_is_one_line_and_leaves_the_workdir_untouched(before, after, e
     extra_env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"} if "data*fsdp=4" in expected else {}
     args = cr.train_args(trained, *after)
     args[3:3] = before  # right after `run.py train`
-    line = one_error_line(cr.run(args, {**env, **extra_env}))
+    line = one_error_line(run_cli(*args, env={**env, **extra_env}))
     assert expected in line, line
     assert cr.snapshot(trained) == snapshot
 
@@ -128,12 +129,12 @@ def test_divergence_stops_naming_the_step_and_the_last_good_checkpoint(env, tmp_
 def test_init_from_another_workdir_then_resume_ignores_it(trained, env, tmp_path):
     work = tmp_path / "finetune"
     args = cr.train_args(work, f"--config.checkpoint.init_from={trained}")
-    result = cr.run(args, env)
+    result = run_cli(*args, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"strata: parameters from {trained} (all matched)" in result.stderr
     # Started from trained weights: the first logged loss is below the from-scratch one.
     assert cr.metrics(work)[0]["train/loss"] < cr.metrics(trained)[0]["train/loss"]
-    again = cr.run(args, env)  # the workdir's own checkpoint comes first in the resume order
+    again = run_cli(*args, env=env)  # the workdir's own checkpoint comes first in the resume order
     assert again.returncode == 0 and "resumed from step 30" in again.stderr
     assert "parameters from" not in again.stderr
 
@@ -198,7 +199,7 @@ def test_save_writes_the_checksums_it_started_and_restore_checks_them(tmp_path):
 
 
 def test_inspect_lists_checkpoints_and_flags_damage(trained, env, tmp_path):
-    result = cr.run([*cr.train_args(trained)[:2], "inspect", str(trained)], env)
+    result = run_cli("inspect", str(trained), env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     rows = [l for l in out.splitlines() if re.match(r"\| \d+ \|", l)]
@@ -213,12 +214,12 @@ def test_inspect_lists_checkpoints_and_flags_damage(trained, env, tmp_path):
     newest = cr.checkpoint_steps(work)[-1]
     os.truncate(work / "checkpoints" / str(newest) / "state" / "_METADATA", 10)
     (work / "checkpoints-unreadable-9").mkdir()
-    result = cr.run([*cr.train_args(work)[:2], "inspect", str(work)], env)
+    result = run_cli("inspect", str(work), env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"| {newest} |" in result.stdout and "unreadable" in result.stdout
     assert "set aside as unreadable (kept, not used): checkpoints-unreadable-9" in result.stdout
 
-    line = one_error_line(cr.run([*cr.train_args(work)[:2], "inspect", str(tmp_path / "nope")], env))
+    line = one_error_line(run_cli("inspect", str(tmp_path / "nope"), env=env))
     assert "has no checkpoints directory" in line
 
 
@@ -229,7 +230,7 @@ def test_eval_uses_the_newest_readable_checkpoint_and_changes_nothing(trained, e
     os.truncate(work / "checkpoints" / str(steps[-1]) / "state" / "_METADATA", 10)
     (work / "checkpoints" / f"{steps[-1] + 3}.orbax-checkpoint-tmp-7").mkdir()  # a save in flight
     snapshot = cr.snapshot(work)
-    result = cr.run([*cr.train_args(work)[:2], "eval", "--workdir", str(work)], env)
+    result = run_cli("eval", "--workdir", str(work), env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"checkpoint {steps[-1]} is unreadable" in result.stderr
     row = json.loads(result.stdout.strip().splitlines()[-1])

@@ -6,7 +6,7 @@ import optax
 import pytest
 
 from models import build_model
-from models.gpt import init_cache
+from models.decoding import init_cache
 
 TINY = dict(vocab_size=32, num_layers=2, num_heads=4, width=32, max_len=24)
 

@@ -112,11 +112,12 @@ def test_every_randaugment_op_keeps_size_and_mode(channels):
 
 def test_mock_imagenet_bytes_to_batches(tfds_dir):
     """TFDS's mock ImageNet (JPEG bytes of varying sizes) through the data source path."""
-    import ml_collections
     import tensorflow_datasets as tfds
 
     from data import sources
-    c = ml_collections.ConfigDict(dict(
+    from configs.common import base_config
+    c = base_config().data
+    c.update(dict(
         name="imagenet2012", data_dir=tfds_dir, train_split="train", eval_split="validation",
         preprocess="decode|random_resized_crop(16)|randaugment|flip_lr|normalize|"
                    "mixup(0.2, 1000)|keep('image', 'label')",

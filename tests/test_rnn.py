@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from models import build_model
-from models.rnn import init_cache
+from models.decoding import init_cache
 
 CELLS = ["lstm", "gru"]
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from functools import partial
 from typing import Any
 
 import jax
@@ -121,8 +120,8 @@ class Diffusion(Task):
         shards = _batch_shards(ctx.mesh)
         padded = np.concatenate([labels, np.zeros((-n) % shards, np.int32)])  # rows split evenly
         sharding = _batch_sharding(ctx.mesh)
-        images = jitted_sample_loop(ctx.model)(
-            ctx.variables, self.coefficients, jax.device_put(padded, sharding),
+        images = jitted_sample_loop(
+            ctx.model, ctx.variables, self.coefficients, jax.device_put(padded, sharding),
             ctx.rng if rng is None else rng, jnp.float32(guidance), jnp.float32(settings.eta),
             shape=shape, sampler=settings.sampler, sample_steps=int(settings.steps),
             null_label=self.num_classes if self.conditional else None,
@@ -149,20 +148,6 @@ class Diffusion(Task):
         return SampleOutput(line, samples, labels if self.conditional else None)
 
 
-_SAMPLE_LOOPS: dict[int, tuple[Any, Any]] = {}  # id(model) -> (model, jitted sample_loop)
-
-
-def jitted_sample_loop(model):
-    """`sample_loop` jitted for `model` (every keyword-only argument static), one per
-    model object per process. The model is closed over rather than passed as a static
-    argument because a model rebuilt from config.json (lists for tuples) is unhashable."""
-    if id(model) not in _SAMPLE_LOOPS:
-        fn = jax.jit(partial(sample_loop, model), static_argnames=(
-            "shape", "sampler", "sample_steps", "null_label", "guided", "sharding"))
-        _SAMPLE_LOOPS[id(model)] = (model, fn)  # holding the model keeps its id unique
-    return _SAMPLE_LOOPS[id(model)][1]
-
-
 def _batch_shards(mesh) -> int:
     if mesh is None:
         return 1
@@ -183,7 +168,7 @@ def sample_loop(model, variables: dict, coefficients: dict, labels: jax.Array, r
                 sharding=None) -> jax.Array:
     """The whole reverse chain from pure noise: (B,) labels -> (B, *shape) images in [-1, 1].
 
-    Pure; `jitted_sample_loop(model)` is this function jitted.
+    Pure; `jitted_sample_loop` is this function jitted.
 
     Args:
       model, variables: the noise predictor eps(x, t[, y], train=False) and its variables.
@@ -232,6 +217,13 @@ def sample_loop(model, variables: dict, coefficients: dict, labels: jax.Array, r
 
     x, _ = jax.lax.scan(body, x, (jnp.arange(ts.shape[0]), ts, t_prevs))
     return jnp.clip(x, -1.0, 1.0)
+
+
+# The model is a static argument: Linen modules are frozen dataclasses, hashed and compared
+# by their fields (`models.build_model` turns a config's lists into tuples), so one
+# compilation serves every equal model and shape, and nothing is keyed by object identity.
+jitted_sample_loop = jax.jit(sample_loop, static_argnames=(
+    "model", "shape", "sampler", "sample_steps", "null_label", "guided", "sharding"))
 
 
 def write_grid(images: np.ndarray, path: str, scale: int = 4, gap: int = 2) -> None:

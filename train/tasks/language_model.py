@@ -18,7 +18,6 @@ window to the last max_len // 2 tokens (see `generate`).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from functools import partial
 from typing import Any
@@ -29,6 +28,7 @@ import numpy as np
 import optax
 
 from errors import ConfigError
+from models.decoding import init_cache
 from train.tasks.base import (ApplyFn, Batch, EvalSums, Metrics, SampleOutput, Task, TaskContext,
                               masked_mean_parts)
 
@@ -88,20 +88,6 @@ class LanguageModel(Task):
 
 # --- cached decoding -----------------------------------------------------------------
 
-@functools.lru_cache(maxsize=16)
-def _cache_shapes(model, batch_size: int) -> Any:
-    length = getattr(model, "max_len", None) or 1
-    tokens = jax.ShapeDtypeStruct((batch_size, length), jnp.int32)
-    return jax.eval_shape(partial(model.init, train=False, decode=True), jax.random.key(0),
-                          tokens)["cache"]
-
-
-def fresh_cache(model, batch_size: int = 1) -> Any:
-    """The all-zero decoding state: shapes from `model.init(..., decode=True)` on a
-    (B, max_len) input (B, 1 when the model has no `max_len`), traced, never run."""
-    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), _cache_shapes(model, batch_size))
-
-
 @partial(jax.jit, static_argnames=("model", "top_k"))
 def advance(model, variables: dict, cache: Any, tokens: jax.Array, key: jax.Array,
             temperature: jax.Array, top_k: int = 0) -> tuple[Any, jax.Array]:
@@ -141,7 +127,7 @@ def generate(model, variables: dict, context_ids: list[int], num_tokens: int, *,
     temperature = jnp.float32(temperature)
 
     def prefill(ids: list[int], step: int):
-        return advance(model, variables, fresh_cache(model), jnp.asarray([ids], jnp.int32),
+        return advance(model, variables, init_cache(model), jnp.asarray([ids], jnp.int32),
                        jax.random.fold_in(rng, step), temperature, top_k)
 
     fed = history if not context or len(history) < context else history[-keep:]
