@@ -38,8 +38,9 @@ def saved_config(workdir: str, overrides: dict | None = None) -> ml_collections.
         config = ml_collections.ConfigDict(json.load(f))
     for key, value in (overrides or {}).items():
         if not key.startswith(POST_TRAINING_SECTIONS):
+            allowed = ", ".join(s + "*" if s.endswith(".") else s for s in POST_TRAINING_SECTIONS)
             raise ConfigError(f"--config.{key} cannot change a trained run; eval and sample take "
-                              f"overrides of {', '.join(s.rstrip('.') + ('.*' if s.endswith('.') else '') for s in POST_TRAINING_SECTIONS)}.")
+                              f"overrides of {allowed} only.")
         *parents, last = key.split(".")
         node = config
         for part in parents:

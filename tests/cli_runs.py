@@ -17,7 +17,7 @@ import numpy as np
 
 from helpers import REPO, RUN_PY, run_cli
 
-# ResNet-8 (width 4) on digits, batch 16, 30 steps: ~5 s a run on one CPU device. Logs every
+# ResNet-8 (width 4) on digits, batch 16, 30 steps: a few seconds on one CPU device. Logs every
 # 2 steps and saves every 3, so most checkpoints carry a partial log window; evaluates every
 # 6 (2 batches), keeps 2 checkpoints plus the best, and keeps an EMA of the parameters.
 TINY = ["--config.model.depth=8", "--config.model.width=4", "--config.train.steps=30",

@@ -73,10 +73,11 @@ def test_plain_value_error_is_a_bug_not_a_user_mistake(tmp_path):
     ("--config.train.ema_decay=1.5", "config.train.ema_decay must be in [0, 1), got 1.5."),
     ("--config.evals.default.every=-5", "config.evals.default.every must not be negative"),
     ("--config.evals.default.type=accuracyy", "unknown evaluator type 'accuracyy'."),
-    ("--config.sample.sampler=ddpn", "unknown config.sample.sampler 'ddpn'"),
+    ("--config=configs/digits_ddpm.py --config.sample.sampler=ddpn", "unknown config.sample.sampler 'ddpn'"),
+    ("--config=configs/digits_ddpm.py --config.sample.steps=5000", "config.sample.steps must be in [1, task.num_steps=1000]"),
 ])
 def test_bad_numbers_are_refused_before_any_compute(override, expected, tmp_path):
-    result = run_cli("train", "--workdir", str(tmp_path / "run"), override,
+    result = run_cli("train", "--workdir", str(tmp_path / "run"), *override.split(),
                      env={"TFDS_DATA_DIR": str(tmp_path / "tfds")})
     lines = [l for l in result.stderr.splitlines() if l.startswith("strata: error:")]
     assert result.returncode == errors.EXIT_USER, result.stderr[-2000:]

@@ -325,7 +325,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, flag: _Signal
         exp.model, exp.task, exp.tx, exp.state_shardings, exp.batch_sharding,
         ema_decay=c.train.ema_decay, grad_accum=c.train.grad_accum)
     # Compile the checkpoint checksum now, with start-up, rather than stalling the training
-    # window of the first save (~1 s on a 2-core CPU for ResNet-20's state).
+    # window of the first save.
     checkpoints.digest_and_finite(state)  # compiles both the checksums and the finite check
     last: dict[str, float] = {}
     pending: list[dict] = []  # device metrics since the last log; fetched only when logging

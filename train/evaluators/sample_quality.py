@@ -33,7 +33,7 @@ JUDGE_MAX_ITER = 400
 
 
 def one_blas_thread():
-    """These matrices are tiny: BLAS threads beside JAX's made the fit 15x slower on a
+    """These matrices are tiny: BLAS threads beside JAX's made the fit much slower on a
     busy 2-core machine, and one thread also makes the sums reproducible."""
     from threadpoolctl import threadpool_limits
     return threadpool_limits(1)
