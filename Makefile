@@ -9,7 +9,7 @@ ACCEL  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu
 JAX_VERSION := $(shell sed -n 's/^jax==//p' requirements.lock)
 STAMP  := $(VENV)/.installed-$(ACCEL)
 
-.PHONY: install train test bench lock clean-venv
+.PHONY: install train test test-fast bench lock clean-venv
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+
+# The edit-test loop: everything but the subprocess and whole-config tests.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" tests
 
 # Side-by-side benchmarks; installs the PyTorch reference (CPU build) into the venv.
 bench: $(STAMP)

@@ -20,3 +20,20 @@ def tfds_dir(tmp_path_factory) -> str:
     """One TFDS data dir for the whole session; embedded datasets are prepared into it once."""
     path = tmp_path_factory.mktemp("tfds")
     return str(path)
+
+
+# Test files that start run.py subprocesses or train whole configs: the rest is the fast
+# subset (`make test-fast`, `pytest -m "not slow"`) for the edit-test loop.
+SLOW_FILES = ("test_cli.py", "test_errors.py", "test_failures.py", "test_multiprocess.py",
+              "test_resume.py", "test_sweeps.py", "test_evaluators.py", "test_diffusion.py",
+              "test_language_model.py")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: runs run.py in subprocesses or trains whole configs")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
