@@ -92,3 +92,24 @@ def test_the_loop_holds_no_tooling():
     """The CLI verbs, sweeps, reports and inspect live in commands/, not in train/."""
     train_files = set(os.listdir(os.path.join(REPO, "train")))
     assert not train_files & {"cli.py", "sweeps.py", "report.py", "inspect_run.py", "config_errors.py"}
+
+
+def test_every_config_key_the_code_reads_is_defined():
+    """`config.<section>.<key>` (also through `c` or `exp.config`) read anywhere outside
+    configs/ exists in base_config(), so it can be set and shows in config.json."""
+    from configs.common import base_config
+    base = base_config()
+    methods = {"get", "items", "keys", "values", "update", "to_dict", "get_ref", "unlock", "lock"}
+    missing = set()
+    for module, path in source_files().items():
+        if module.startswith("configs"):
+            continue
+        for node in ast.walk(ast.parse(open(path).read())):
+            if not (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)):
+                continue
+            section, key, owner = node.value.attr, node.attr, node.value.value
+            owner_name = owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", "")
+            if (owner_name in ("config", "c") and section in base and section not in ("model", "task")
+                    and key not in methods and key not in base[section]):
+                missing.add(f"{module}: config.{section}.{key}")
+    assert not missing, "read but not defined in configs/common.py:\n" + "\n".join(sorted(missing))
