@@ -21,10 +21,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TFDS imports TensorFlow to
 
 # CPU-only speed defaults (XLA flags, host allocator); they must precede JAX's start and do
 # nothing on accelerators or with STRATA_CPU_DEFAULTS=0. See train/xla_defaults.py.
-from train import xla_defaults  # noqa: E402
+from train import compile_cache, xla_defaults  # noqa: E402
 
 xla_defaults.apply_cpu_defaults()
 xla_defaults.tune_host_allocator()
+compile_cache.enable()  # compiled steps persist across runs (STRATA_COMPILE_CACHE=0: off)
 
 from absl import app, flags, logging as absl_logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
