@@ -18,7 +18,8 @@ MIN_COMPILE_SECONDS = "0.1"  # cache every step, eval and init function; skip tr
 
 
 def default_dir(environ=os.environ) -> str:
-    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    home = environ.get("HOME") or os.path.expanduser("~")
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
     return os.path.join(base, "strata", "jax")
 
 
