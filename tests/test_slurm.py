@@ -5,11 +5,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
 
-from helpers import REPO
+from commands import slurm as launcher
+from helpers import REPO, run_cli
 from train.checkpoints import read_state
 
 STEPS = 10
@@ -18,6 +20,8 @@ TINY = ["--config.model.depth=8", "--config.model.width=4", f"--config.train.ste
         f"--config.train.checkpoint_every={STEPS}", "--config.train.progress=False",
         "--config.train.eval_max_batches=2", "--config.data.num_threads=1"]
 TIMEOUT = 300
+SWEEP = "tests/sweep_config.py:two"  # 2 trials of 8 steps
+TRIALS = ["learning_rate=0.05,seed=0", "learning_rate=0.2,seed=0"]
 
 
 def _env(devices: int, tfds_dir: str) -> dict:
@@ -79,3 +83,102 @@ def test_srun_two_tasks_match_one_process(slurm, tfds_dir, tmp_path):
     state = lambda w: jax.tree.leaves(read_state(os.path.join(w, "checkpoints", str(STEPS), "state"))["params"])  # noqa: E731
     for a, b in zip(state(multi), state(single)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _wait_for(sweep_dir: str, states: set[str], timeout: float = TIMEOUT) -> list[tuple[str, str, str]]:
+    """Polls the trials' states until all are in `states`."""
+    deadline = time.time() + timeout
+    while True:
+        rows = launcher.trial_states(sweep_dir)
+        if all(state in states for _, state, _ in rows) or time.time() > deadline:
+            return rows
+        time.sleep(2)
+
+
+def _jobs(sweep_dir) -> list[dict]:
+    with open(os.path.join(sweep_dir, "slurm_jobs.json")) as f:
+        return json.load(f)["jobs"]
+
+
+def test_array_spec():
+    assert launcher.array_spec([0, 1, 2, 5, 7, 8], None) == "0-2,5,7-8"
+    assert launcher.array_spec([3], 2) == "3%2"
+
+
+def test_slurm_launcher_mistakes_are_one_line(tmp_path):
+    sweep = ["sweep", "--config", SWEEP, "--workdir", str(tmp_path / "sw")]
+    no_sbatch = run_cli(*sweep, "--launcher", "slurm", env={"PATH": os.path.dirname(sys.executable)})
+    assert no_sbatch.returncode == 2
+    assert no_sbatch.stderr.strip() == "strata: error: sbatch not found; install SLURM or use --launcher local."
+    local = run_cli(*sweep, "--slurm_time", "10")
+    assert local.returncode == 2 and "--slurm_time is for --launcher slurm" in local.stderr
+    assert len(local.stderr.strip().splitlines()) == 1
+    assert not os.path.exists(tmp_path / "sw" / "sweep.json")
+
+
+def test_sweep_as_a_job_array(slurm, tfds_dir, tmp_path):
+    """One sbatch job array, one task per trial; --status follows it; reruns submit only
+    what is neither done nor queued/running."""
+    env = {"TFDS_DATA_DIR": tfds_dir, "JAX_PLATFORMS": "cpu"}
+    sweep_dir = str(tmp_path / "sw")
+    command = ["sweep", "--config", SWEEP, "--workdir", sweep_dir, "--launcher", "slurm",
+               "--slurm_max_parallel", "2", "--slurm_time", "10", "--slurm_cpus_per_task", "1"]
+    first = run_cli(*command, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "submitted job" in first.stderr
+    [job] = _jobs(sweep_dir)
+    try:
+        with open(os.path.join(sweep_dir, "slurm_sweep.sh")) as f:
+            script = f.read()
+        for option in ("--array=0-1%2", "--time=10", "--cpus-per-task=1", "--ntasks=1"):
+            assert f"#SBATCH {option}\n" in script
+        assert job["tasks"] == {"0": TRIALS[0], "1": TRIALS[1]}
+        early = launcher.trial_states(sweep_dir)
+        assert [name for name, _, _ in early] == TRIALS
+        assert {state for _, state, _ in early} <= {"queued", "running", "done"}
+        again = run_cli(*command, env=env)  # while they are queued or running: nothing to submit
+        assert again.returncode == 0 and "nothing to submit" in again.stderr, again.stderr
+        assert len(_jobs(sweep_dir)) == 1
+
+        rows = _wait_for(sweep_dir, {"done", "failed", "interrupted", "not started"})
+        assert [state for _, state, _ in rows] == ["done", "done"], rows
+    finally:
+        subprocess.run(["scancel", job["job_id"]], check=False)  # never leave jobs behind
+    for name in TRIALS:
+        assert os.path.isdir(os.path.join(sweep_dir, name, "checkpoints", "8"))
+        with open(os.path.join(sweep_dir, name, "metrics.jsonl")) as f:
+            assert json.loads(f.readlines()[-1])["step"] == 8
+        with open(os.path.join(sweep_dir, name, "train.log")) as f:
+            assert f.read().rstrip().endswith("# strata sweep: exit 0")
+    status = run_cli("sweep", "--status", sweep_dir)
+    assert status.returncode == 0, status.stderr
+    assert [line.split()[:2] for line in status.stdout.splitlines()[:2]] == [["done", n] for n in TRIALS]
+    assert status.stdout.splitlines()[-1] == "2 trials: 2 done"
+    done = run_cli(*command, env=env)
+    assert done.returncode == 0 and "2 done, 0 queued or running, 0 to submit" in done.stderr, done.stderr
+    assert len(_jobs(sweep_dir)) == 1
+
+    # A trial that lost its final checkpoint is resubmitted alone (and cancelled here).
+    os.rename(os.path.join(sweep_dir, TRIALS[1], "checkpoints", "8"),
+              os.path.join(sweep_dir, TRIALS[1], "checkpoints-moved-8"))
+    partial = run_cli(*command, env=env)
+    assert partial.returncode == 0, partial.stderr
+    second = _jobs(sweep_dir)[-1]
+    subprocess.run(["scancel", second["job_id"]], check=False)
+    assert second["tasks"] == {"1": TRIALS[1]} and second["array"] == "1%2"
+    with open(os.path.join(sweep_dir, "slurm_sweep.sh")) as f:
+        assert "#SBATCH --array=1%2\n" in f.read()
+
+
+def test_failed_trials_show_as_failed(slurm, tfds_dir, tmp_path):
+    sweep_dir = str(tmp_path / "sw")
+    submitted = run_cli("sweep", "--config", "tests/sweep_config.py:fail=true", "--workdir", sweep_dir,
+                        "--launcher", "slurm", env={"TFDS_DATA_DIR": tfds_dir, "JAX_PLATFORMS": "cpu"})
+    assert submitted.returncode == 0, submitted.stderr
+    [job] = _jobs(sweep_dir)
+    try:
+        rows = _wait_for(sweep_dir, {"done", "failed", "interrupted", "not started"})
+    finally:
+        subprocess.run(["scancel", job["job_id"]], check=False)
+    assert [state for _, state, _ in rows] == ["failed", "failed"], rows
+    assert all(detail.startswith("exit 2, strata: error:") and "depth" in detail for _, _, detail in rows), rows
