@@ -12,6 +12,11 @@ it with `sbatch --array=...%M` and returns; DIR/slurm_jobs.json records each sub
 job id and trials. Rerunning the same command submits only the trials that are neither done
 (final checkpoint) nor queued or running; the others resume from their last checkpoint.
 
+Preemption: the script asks for `--requeue` and `--signal=B:USR1@120`. SIGTERM (scancel,
+preemption) or SIGUSR1 make the trial save a checkpoint and exit 75; after SIGUSR1 (the time
+limit is near) the array task requeues itself; a task requeued by SLURM or by
+`scontrol requeue JOB_TASK` resumes from its checkpoint.
+
 The status comes from `squeue` (and `sacct` where the cluster keeps accounting) for the
 recorded jobs, else from the workdirs: a final checkpoint is done, an exit status or an
 error line at the end of train.log is failed.
@@ -33,6 +38,7 @@ from errors import ConfigError
 from train import paths
 
 SCRIPT = "slurm_sweep.sh"
+WARN_S = 120  # the batch script gets SIGUSR1 this long before the time limit: save, requeue
 JOBS = "slurm_jobs.json"
 LOGS = "slurm-logs"
 EXIT_LINE = re.compile(r"^# strata sweep: exit (\d+)", re.M)
@@ -80,7 +86,7 @@ def batch_script(sweep_dir: str, trials: list[tuple[Trial, str, list[str]]], spe
     name = "strata-sweep-" + re.sub(r"[^\w.-]", "_", os.path.basename(sweep_dir))
     options = [f"--job-name={name}", f"--array={spec}", "--ntasks=1",
                f"--chdir={os.getcwd()}", f"--output={os.path.join(sweep_dir, LOGS, '%A_%a.out')}",
-               "--open-mode=append"]
+               "--open-mode=append", "--requeue", f"--signal=B:USR1@{WARN_S}"]
     for flag, option in (("slurm_partition", "partition"), ("slurm_time", "time"),
                          ("slurm_cpus_per_task", "cpus-per-task"), ("slurm_gpus_per_task", "gpus-per-task")):
         if flags[flag].value is not None:
@@ -99,11 +105,27 @@ case "${{SLURM_ARRAY_TASK_ID:?submit this script with sbatch --array}}" in
 esac
 mkdir -p "$workdir"
 log="$workdir/train.log"
-echo "# $(date -Iseconds) strata sweep: slurm job ${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}" \\
-     "(restart ${{SLURM_RESTART_COUNT:-0}}): python run.py ${{args[*]}}" >> "$log"
-{shlex.quote(sys.executable)} {shlex.quote(RUN_PY)} "${{args[@]}}" >> "$log" 2>&1
-code=$?
+task="${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"
+# SIGTERM (scancel, preemption) or SIGUSR1 ({WARN_S} s before the time limit) reach this shell;
+# the trial gets SIGTERM, saves a checkpoint and exits 75. After SIGUSR1 the task requeues
+# itself and resumes in its next allocation; after SIGTERM it is left to SLURM (a preempted
+# job is requeued by it, a cancelled one stays cancelled).
+child=; requeue=0; stopped=0
+stop() {{ stopped=1; [ -z "$child" ] || kill -TERM "$child" 2>/dev/null; }}
+trap stop TERM
+trap 'requeue=1; stop' USR1
+echo "# $(date -Iseconds) strata sweep: slurm job $task (restart ${{SLURM_RESTART_COUNT:-0}}):" \\
+     "python run.py ${{args[*]}}" >> "$log"
+{shlex.quote(sys.executable)} {shlex.quote(RUN_PY)} "${{args[@]}}" >> "$log" 2>&1 &
+child=$!
+[ $stopped = 0 ] || kill -TERM "$child"  # a signal that came before the trial started
+wait "$child"; code=$?
+while kill -0 "$child" 2>/dev/null; do wait "$child"; code=$?; done  # a trap ended the wait
 echo "# strata sweep: exit $code" >> "$log"
+if [ $code = 75 ] && [ $requeue = 1 ]; then
+  echo "# strata sweep: time limit near, requeued $task" >> "$log"
+  scontrol requeue "$task"
+fi
 exit $code
 """
 

@@ -2,6 +2,7 @@
 these tests in CI and skips them elsewhere when it is not running)."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -182,3 +183,71 @@ def test_failed_trials_show_as_failed(slurm, tfds_dir, tmp_path):
         subprocess.run(["scancel", job["job_id"]], check=False)
     assert [state for _, state, _ in rows] == ["failed", "failed"], rows
     assert all(detail.startswith("exit 2, strata: error:") and "depth" in detail for _, _, detail in rows), rows
+
+
+def _poll(condition, what: str, timeout: float = TIMEOUT):
+    deadline = time.time() + timeout
+    while not (value := condition()):
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+    return value
+
+
+def _read(path) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _training_in_attempt(log_path, metrics_path, attempt: int) -> bool:
+    """Attempt `attempt` (0 = first) of the trial has logged a step it trained itself."""
+    text = _read(log_path)
+    starts = [m.end() for m in launcher.START_LINE.finditer(text)]
+    if len(starts) <= attempt:
+        return False
+    resumed = re.search(r"resumed from step (\d+)", text[starts[attempt]:])
+    if attempt and not resumed:
+        return False
+    rows = [json.loads(line) for line in _read(metrics_path).splitlines() if line.strip()]
+    return bool(rows) and rows[-1]["step"] > (int(resumed.group(1)) if resumed else 0)
+
+
+def test_preempted_trials_save_requeue_and_end_like_an_uninterrupted_one(slurm, tfds_dir, tmp_path):
+    """Trial 0 of an array is stopped twice mid-run: SIGUSR1 (the time limit is near: it
+    saves and requeues itself), then SIGTERM (preemption: it saves, exits 75, and
+    `scontrol requeue` puts it back). It ends exactly like trial 1, which differs only in
+    its progress bar and runs uninterrupted."""
+    sweep_dir = tmp_path / "sw"
+    hit, reference = sweep_dir / "progress=False,seed=0", sweep_dir / "progress=True,seed=0"
+    submitted = run_cli("sweep", "--config", "tests/sweep_config.py:same,steps=60", "--workdir",
+                        str(sweep_dir), "--launcher", "slurm", "--slurm_max_parallel", "2",
+                        env={"TFDS_DATA_DIR": tfds_dir, "JAX_PLATFORMS": "cpu"})
+    assert submitted.returncode == 0, submitted.stderr
+    [job] = _jobs(sweep_dir)
+    task = f"{job['job_id']}_0"
+    log, metrics = hit / "train.log", hit / "metrics.jsonl"
+    states = lambda: dict((n, s) for n, s, _ in launcher.trial_states(str(sweep_dir)))  # noqa: E731
+    try:
+        _poll(lambda: _training_in_attempt(log, metrics, 0), "the first attempt to train")
+        subprocess.run(["scancel", "--signal=USR1", "--batch", task], check=True)
+        _poll(lambda: _training_in_attempt(log, metrics, 1), "the self-requeued attempt to train")
+        subprocess.run(["scancel", "--signal=TERM", "--batch", task], check=True)
+        _poll(lambda: states()[hit.name] == "interrupted", "the preempted trial to stop")
+        assert "(restart 2)" not in _read(log)  # SIGTERM alone does not requeue
+        subprocess.run(["scontrol", "requeue", task], check=True)
+        rows = _wait_for(str(sweep_dir), {"done", "failed", "interrupted", "not started"})
+    finally:
+        subprocess.run(["scancel", job["job_id"]], check=False)
+    assert [state for _, state, _ in rows] == ["done", "done"], rows
+    text = _read(log)
+    assert re.findall(r"\(restart (\d+)\)", text) == ["0", "1", "2"]
+    assert launcher.EXIT_LINE.findall(text) == ["75", "75", "0"]
+    assert text.count("strata: stopped by signal at step") == 2 and "requeued " + task in text
+    with open(metrics, "rb") as a, open(reference / "metrics.jsonl", "rb") as b:
+        assert a.read() == b.read()
+    assert json.loads(_read(metrics).splitlines()[-1])["step"] == 60
+    final = lambda w: read_state(os.path.join(w, "checkpoints", "60", "state"))  # noqa: E731
+    for x, y in zip(jax.tree.leaves(final(hit)), jax.tree.leaves(final(reference))):
+        assert np.asarray(x).tobytes() == np.asarray(y).tobytes()
