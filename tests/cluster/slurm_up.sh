@@ -27,7 +27,10 @@ stop_daemon() {  # stop_daemon NAME PIDFILE
     if alive "$2"; then
         local pid; pid="$($SUDO cat "$2")"
         $SUDO kill "$pid"
-        for _ in $(seq 50); do $SUDO kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        for _ in $(seq 300); do $SUDO kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        if $SUDO kill -0 "$pid" 2>/dev/null; then
+            say "$1 (pid $pid) still running 30 s after SIGTERM"; exit 1
+        fi
         say "stopped $1 (pid $pid)"
     fi
 }
