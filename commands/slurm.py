@@ -33,7 +33,7 @@ import shutil
 import subprocess
 import sys
 
-from commands.trials import RUN_PY, Trial
+from commands.trials import RUN_PY
 from errors import ConfigError
 from train import paths
 
@@ -80,8 +80,9 @@ def array_spec(indices: list[int], max_parallel: int | None) -> str:
     return ",".join(parts) + (f"%{max_parallel}" if max_parallel else "")
 
 
-def batch_script(sweep_dir: str, trials: list[tuple[Trial, str, list[str]]], spec: str, flags) -> str:
-    """The batch script of one submission: array task i runs trial i's train command."""
+def batch_script(sweep_dir: str, trials: list[tuple[str, list[str]]], spec: str, flags) -> str:
+    """The batch script of one submission: array task i runs trial i's train command
+    (`trials`: (workdir, run.py arguments) in sweep.json's order)."""
     sweep_dir = os.path.abspath(sweep_dir)
     name = "strata-sweep-" + re.sub(r"[^\w.-]", "_", os.path.basename(sweep_dir))
     options = [f"--job-name={name}", f"--array={spec}", "--ntasks=1",
@@ -92,7 +93,7 @@ def batch_script(sweep_dir: str, trials: list[tuple[Trial, str, list[str]]], spe
         if flags[flag].value is not None:
             options.append(f"--{option}={flags[flag].value}")
     cases = "\n".join(f"  {i}) workdir={shlex.quote(workdir)}; args=({shlex.join(args)});;"
-                      for i, (_, workdir, args) in enumerate(trials))
+                      for i, (workdir, args) in enumerate(trials))
     return f"""#!/bin/bash
 # Strata sweep {sweep_dir}: array task i runs trial i of sweep.json, exactly its
 # `run.py train` command, logging to <trial>/train.log. Written and submitted by
@@ -152,7 +153,7 @@ def submit(sweep_dir: str, jobs: list, flags, say, *, is_finished, prepare_data)
         script = os.path.join(sweep_dir, SCRIPT)
         os.makedirs(os.path.join(sweep_dir, LOGS), exist_ok=True)
         with open(script, "w") as f:
-            f.write(batch_script(sweep_dir, [(t, w, a) for t, w, a, _ in jobs], spec, flags))
+            f.write(batch_script(sweep_dir, [(w, a) for _, w, a, _ in jobs], spec, flags))
         os.chmod(script, 0o755)
         out = subprocess.run(["sbatch", "--parsable", script], capture_output=True, text=True)
         if out.returncode:
