@@ -5,6 +5,8 @@
     python run.py eval    --workdir DIR            # the task's evaluation on the latest checkpoint
     python run.py sample  --workdir DIR [--config.sample.KEY=VALUE ...]  # text or a PNG grid
     python run.py sweep   --config configs/NAME.py --workdir DIR [--parallel N] [--seeds K]
+    python run.py sweep   ... --launcher slurm [--slurm_time 4:00:00 ...]  # one SLURM job array
+    python run.py sweep   --status DIR           # each trial: queued, running, done or failed
     python run.py report  DIR                      # Markdown/CSV table + plots of runs
     python run.py prepare NAME [--data_dir DIR]    # any TFDS dataset -> ArrayRecord
     python run.py inspect DIR                      # checkpoints: step, metrics, size, params
@@ -45,6 +47,14 @@ flags.DEFINE_integer("process_id", None, "This process's index in a multi-proces
 flags.DEFINE_integer("parallel", 1, "sweep: trials run at once.")
 flags.DEFINE_integer("seeds", 1, "sweep: seeds per trial.")
 flags.DEFINE_bool("print_commands", False, "sweep: print one `run.py train` command per trial instead.")
+flags.DEFINE_enum("launcher", "local", ["local", "slurm"],
+                  "sweep: run the trials here (local) or submit them as one SLURM job array (slurm).")
+flags.DEFINE_string("status", None, "sweep: print each trial of the sweep in DIR as queued, running, done or failed.")
+flags.DEFINE_string("slurm_partition", None, "sweep --launcher slurm: the partition (default: the cluster's).")
+flags.DEFINE_string("slurm_time", None, "sweep --launcher slurm: time limit per trial, e.g. 4:00:00.")
+flags.DEFINE_integer("slurm_gpus_per_task", None, "sweep --launcher slurm: GPUs per trial.")
+flags.DEFINE_integer("slurm_cpus_per_task", None, "sweep --launcher slurm: CPUs per trial.")
+flags.DEFINE_integer("slurm_max_parallel", None, "sweep --launcher slurm: trials running at once (the array's %M).")
 # resume safety
 flags.DEFINE_bool("allow_config_change", False, "Resume even if the config differs from the saved one.")
 

@@ -2,6 +2,8 @@
 
     python run.py sweep --config configs/NAME.py[:ARG] --workdir DIR [--parallel N] [--seeds K]
     python run.py sweep ... --print_commands    # one train command per trial, for a cluster
+    python run.py sweep ... --launcher slurm    # one SLURM job array instead (slurm.py)
+    python run.py sweep --status DIR            # queued / running / done / failed per trial
     python run.py report DIR                    # DIR/report.md, report.csv, plots/ (report.py)
 
 The trials come from the config file's `get_sweep(arg)`: a list of override dicts (built
@@ -136,6 +138,10 @@ def _raise_keyboard_interrupt(signum, frame):
 
 
 def cmd_sweep(args: list[str], flags) -> int:
+    from commands import slurm
+    if flags.status:
+        return slurm.print_status(flags.status)
+    slurm.check_flags(flags)
     if args:
         raise ConfigError(f"unexpected argument(s) {' '.join(args)!r}; usage: python run.py sweep "
                                  "--config configs/NAME.py[:ARG] --workdir DIR [--parallel N] [--seeds K]")
@@ -165,6 +171,9 @@ def cmd_sweep(args: list[str], flags) -> int:
     def say(message: str) -> None:
         print(f"strata: sweep: {message}", file=sys.stderr, flush=True)
 
+    if flags.launcher == "slurm":
+        return slurm.submit(flags.workdir, jobs, flags, say, is_finished=is_finished,
+                            prepare_data=_prepare_data)
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     lock = paths.exclusive_lock(os.path.join(flags.workdir, ".sweep.lock"),
                                 "another sweep (pid {pid}) is running in {folder}; wait for it.")

@@ -21,10 +21,16 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
                process_id: int | None = None, local_device_ids: list[int] | None = None) -> None:
     """Joins the job's processes; a no-op for a single process started without flags."""
     if coordinator_address or (num_processes and num_processes > 1):
-        # Only the CPU backend reads this; it lets CPU processes all-reduce over TCP.
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        _cpu_collectives()
         jax.distributed.initialize(coordinator_address=coordinator_address,
                                    num_processes=num_processes, process_id=process_id,
                                    local_device_ids=local_device_ids)
     elif in_managed_cluster():
+        _cpu_collectives()  # e.g. `srun -n 2 python run.py train ...` on CPU nodes
         jax.distributed.initialize()
+
+
+def _cpu_collectives() -> None:
+    """Lets CPU processes all-reduce over TCP; only the CPU backend reads it, and it must be
+    set before `jax.distributed.initialize`."""
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
