@@ -25,6 +25,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.files = ""              # comma-separated local text files (text datasets)
     c.data.seq_len = 0             # > 0: read fixed windows of tokens (language modelling)
     c.data.text_key = "text"       # with seq_len > 0: the feature holding each record's bytes
+    c.data.train_examples = 0      # > 0: train on the first N of a fixed permutation of the split
+    c.data.class_balanced = False  # with train_examples: N / num_classes from each class
+    c.data.train_classes = ()      # keep only these labels, e.g. (0, 1, 2, 3, 4); () = all
+    c.data.subset_seed = 0         # the permutation's seed: the same subset whatever `seed` is
+    c.data.label_key = "label"     # the integer label feature, for the two above
     c.data.num_threads = 2         # Grain reader threads
     c.data.in_memory_max_mb = 256  # train split held in memory as arrays if its files are <= this (0 = never)
 

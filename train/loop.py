@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from data import pipeline, sources
+from data import pipeline, sources, subset
 from errors import EXIT_PREEMPTED, ConfigError, TrainingError
 from models import build_model
 from train import checkpoints, manifest, paths, sharding, step as step_lib, writers
@@ -89,7 +89,7 @@ class Experiment:
         self.task = build_task(**c.task)
         self.tx = build_optimizer(c.optimizer, c.train.steps)
         self._sources: dict[str, Any] = {}
-        self.train_source = self.source(c.data.train_split, c.data.preprocess)
+        self.train_source = subset.subset(self.source(c.data.train_split, c.data.preprocess), c.data)
         self.example = example_batch(self.train_source, c.data.preprocess)
         self.train_in_memory = sources.fits_in_memory(self.data_info, c.data.train_split,
                                                       c.data.in_memory_max_mb)
