@@ -82,7 +82,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint.best_metric = ""  # e.g. "eval/accuracy": also keep the best checkpoint
     c.checkpoint.best_mode = "max"
     c.checkpoint.async_save = True
-    c.checkpoint.init_from = ""    # fine-tuning start: a workdir, its checkpoints/ or one step folder
+    c.checkpoint.init_from = ""    # fine-tuning start: a workdir, its checkpoints/ or one step folder,
+                                   # or hf:FOLDER (a Hugging Face save_pretrained folder)
     c.checkpoint.init_strict = True  # False: load the matching parameters, keep the rest fresh
 
     c.mesh = ml_collections.ConfigDict()
@@ -156,6 +157,20 @@ def parse_arg(arg: str | None, **defaults):
         kind = type(out[key])
         out[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
     return out
+
+
+def read_hf_config(folder: str) -> dict:
+    """The config.json of a Hugging Face `save_pretrained` folder (for configs that size
+    their model from it, e.g. configs/gpt2_finetune.py:hf=FOLDER)."""
+    import json
+    import os
+    if not folder:
+        raise ValueError("this config needs the Hugging Face folder: CONFIG.py:hf=FOLDER.")
+    path = os.path.join(os.path.expanduser(folder), "config.json")
+    if not os.path.isfile(path):
+        raise ValueError(f"{folder!r} has no config.json; give the folder save_pretrained wrote.")
+    with open(path) as f:
+        return json.load(f)
 
 
 # --- Sweeps: a config file's optional `get_sweep(arg)` returns a list of trials, each a
