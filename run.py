@@ -8,6 +8,7 @@
     python run.py report  DIR                      # Markdown/CSV table + plots of runs
     python run.py prepare NAME [--data_dir DIR]    # any TFDS dataset -> ArrayRecord
     python run.py inspect DIR                      # checkpoints: step, metrics, size, params
+    python run.py export  --workdir DIR --format hf --out PATH  # a folder transformers loads
 
 Mistakes in the command line or config end in one line on stderr and exit code 2;
 set STRATA_DEBUG=1 to see the traceback instead.
@@ -44,6 +45,9 @@ flags.DEFINE_integer("process_id", None, "This process's index in a multi-proces
 flags.DEFINE_integer("parallel", 1, "sweep: trials run at once.")
 flags.DEFINE_integer("seeds", 1, "sweep: seeds per trial.")
 flags.DEFINE_bool("print_commands", False, "sweep: print one `run.py train` command per trial instead.")
+# export
+flags.DEFINE_string("format", "hf", "export: the output format (hf = Hugging Face save_pretrained folder).")
+flags.DEFINE_string("out", None, "export: the folder to write.")
 # resume safety
 flags.DEFINE_bool("allow_config_change", False, "Resume even if the config differs from the saved one.")
 
