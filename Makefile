@@ -1,5 +1,6 @@
 # make train : create .venv on first use, install from requirements.lock, train the default
-# make test  : the same venv, then the test suite (8 simulated CPU devices)
+# make test  : the same venv plus requirements-test.lock (torch CPU, transformers, wandb),
+#              then the test suite (8 simulated CPU devices)
 # ACCEL=cpu|cuda|tpu picks the JAX build (default: cuda where nvidia-smi exists, else cpu).
 
 PYTHON ?= python3
@@ -30,10 +31,12 @@ train: $(STAMP)
 	$(BIN)/python run.py
 
 test: $(STAMP)
+	$(BIN)/python -m pip install --quiet -r requirements-test.lock
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 # The edit-test loop: everything but the subprocess and whole-config tests.
 test-fast: $(STAMP)
+	$(BIN)/python -m pip install --quiet -r requirements-test.lock
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" tests
 
 # Side-by-side benchmarks; installs the PyTorch reference (CPU build) into the venv.
