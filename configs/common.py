@@ -50,6 +50,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.ema_decay = 0.0        # > 0 keeps an EMA of the parameters for eval/sampling
     c.train.grad_accum = 1         # microbatches per step (>= 1)
     c.train.progress = True        # the console progress bar
+    c.train.trackers = ("tensorboard",)  # tensorboard and/or wandb (W&B; WANDB_MODE=offline
+                                   # works; the run id is kept in DIR/wandb_id for resumes)
+    c.train.profile_steps = (0, 0)  # (start, stop): jax.profiler trace of those steps
+                                   # (1-based, inclusive) into DIR/profile; (0, 0) = off
     # Defaults of every evaluator (each may set its own, see `evals` below):
     c.train.eval_every = 500       # 0 = only at the end
     c.train.eval_batch_size = 0    # 0 = train.batch_size
