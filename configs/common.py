@@ -168,8 +168,6 @@ def read_hf_config(folder: str) -> dict:
     their model from it, e.g. configs/gpt2_finetune.py:hf=FOLDER)."""
     import json
     import os
-    if not folder:
-        raise ValueError("this config needs the Hugging Face folder: CONFIG.py:hf=FOLDER.")
     path = os.path.join(os.path.expanduser(folder), "config.json")
     if not os.path.isfile(path):
         raise ValueError(f"{folder!r} has no config.json; give the folder save_pretrained wrote.")

@@ -9,15 +9,23 @@ Images are scaled to [-1, 1], as Hugging Face's ViT image processor does (mean =
 0.5). A checkpoint for 8x8 grey images (image_size 8, num_channels 1) trains on the
 embedded UCI digits without setting data.name (the tests do this); `:hf=FOLDER,runlocal`
 is a 20-step smoke run. The classifier must have as many labels as the dataset classes.
+Without `hf=` the same architecture trains from scratch: ViT-B/16 at 224x224 with 1000
+classes, or with `:runlocal` a 2-layer, width-32 ViT on the digits (what
+tests/test_evaluators.py runs).
 """
 from configs.common import base_config, parse_arg, read_hf_config
 
 GELU = {"gelu": False, "gelu_new": True, "gelu_pytorch_tanh": True, "gelu_fast": True}
+# config.json values without a folder: google/vit-base-patch16-224's sizes, and a tiny one.
+VIT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                image_size=224, patch_size=16, num_channels=3, num_labels=1000)
+VIT_TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                image_size=8, patch_size=2, num_channels=1, num_labels=10)
 
 
 def get_config(arg: str | None = None):
     args = parse_arg(arg, hf="", runlocal=False)
-    hf = read_hf_config(args.hf)
+    hf = read_hf_config(args.hf) if args.hf else (VIT_TINY if args.runlocal else VIT_BASE)
     c = base_config()
     c.task.name = "classification"
     c.task.num_classes = int(hf.get("num_labels") or len(hf.get("id2label") or {}) or 2)
@@ -33,7 +41,7 @@ def get_config(arg: str | None = None):
     c.model.layer_norm_epsilon = float(hf.get("layer_norm_eps", 1e-12))
     c.model.gelu_approximate = GELU.get(hf.get("hidden_act", "gelu"), False)
     c.model.dtype = "float32"
-    c.checkpoint.init_from = "hf:" + args.hf
+    c.checkpoint.init_from = "hf:" + args.hf if args.hf else ""
 
     size = hf.get("image_size", 224)
     if size == 8 and hf.get("num_channels", 3) == 1:
