@@ -1,5 +1,6 @@
 # make train : create .venv on first use, install from requirements.lock, train the default
-# make test  : the same venv, then the test suite (8 simulated CPU devices)
+# make test  : the same venv plus requirements-test.lock (torch CPU, transformers, wandb),
+#              then the test suite (8 simulated CPU devices)
 # ACCEL=cpu|cuda|tpu picks the JAX build (default: cuda where nvidia-smi exists, else cpu).
 
 PYTHON ?= python3
@@ -29,11 +30,17 @@ endif
 train: $(STAMP)
 	$(BIN)/python run.py
 
-test: $(STAMP)
+# The test extra (torch CPU, transformers, wandb) on top, once per lock file change.
+TEST_STAMP := $(VENV)/.installed-test
+$(TEST_STAMP): requirements-test.lock $(STAMP)
+	$(BIN)/python -m pip install --quiet -r requirements-test.lock
+	touch $(TEST_STAMP)
+
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 # The edit-test loop: everything but the subprocess and whole-config tests.
-test-fast: $(STAMP)
+test-fast: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" tests
 
 # Side-by-side benchmarks; installs the PyTorch reference (CPU build) into the venv.

@@ -10,6 +10,7 @@
     python run.py report  DIR                      # Markdown/CSV table + plots of runs
     python run.py prepare NAME [--data_dir DIR]    # any TFDS dataset -> ArrayRecord
     python run.py inspect DIR                      # checkpoints: step, metrics, size, params
+    python run.py export  --workdir DIR --format hf --out PATH  # a folder transformers loads
 
 Mistakes in the command line or config end in one line on stderr and exit code 2;
 set STRATA_DEBUG=1 to see the traceback instead.
@@ -55,6 +56,9 @@ flags.DEFINE_string("slurm_time", None, "sweep --launcher slurm: time limit per 
 flags.DEFINE_integer("slurm_gpus_per_task", None, "sweep --launcher slurm: GPUs per trial.")
 flags.DEFINE_integer("slurm_cpus_per_task", None, "sweep --launcher slurm: CPUs per trial.")
 flags.DEFINE_integer("slurm_max_parallel", None, "sweep --launcher slurm: trials running at once (the array's %M).")
+# export
+flags.DEFINE_string("format", "hf", "export: the output format (hf = Hugging Face save_pretrained folder).")
+flags.DEFINE_string("out", None, "export: the folder to write.")
 # resume safety
 flags.DEFINE_bool("allow_config_change", False, "Resume even if the config differs from the saved one.")
 

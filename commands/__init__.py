@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "report": "commands.report:cmd_report",
     "prepare": "commands.prepare:cmd_prepare",
     "inspect": "commands.inspect_run:cmd_inspect",
+    "export": "commands.export:cmd_export",
 }
 # Verbs that use devices: jax.distributed starts before anything touches one.
 DISTRIBUTED = ("train", "eval", "sample")

@@ -2,7 +2,8 @@
 
 One row per checkpoint (step, size, parameter count, the metrics logged at that step,
 which is the latest and which the best), then a short tree summary of the newest
-readable one, and any checkpoints set aside as unreadable or left half-written.
+readable one, any checkpoints set aside as unreadable or left half-written, and the
+profiler traces under DIR/profile (`train.profile_steps`).
 """
 from __future__ import annotations
 
@@ -104,6 +105,11 @@ def describe(workdir: str) -> str:
         lines.append(f"set aside as unreadable (kept, not used): {', '.join(aside)}")
     if partial:
         lines.append(f"unfinished saves (removed by the next run): {', '.join(partial)}")
+    from train.profiler import list_traces
+    traces = list_traces(workdir)
+    if traces:  # train.profile_steps; open with TensorBoard's profile plugin or XProf
+        lines += ["", f"profile traces (tensorboard --logdir {os.path.join(workdir, 'profile')}):"]
+        lines += [f"  {path}  {_human(size)}" for path, size in traces]
     return "\n".join(lines)
 
 

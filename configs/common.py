@@ -55,6 +55,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.ema_decay = 0.0        # > 0 keeps an EMA of the parameters for eval/sampling
     c.train.grad_accum = 1         # microbatches per step (>= 1)
     c.train.progress = True        # the console progress bar
+    c.train.trackers = ("tensorboard",)  # tensorboard and/or wandb (W&B; WANDB_MODE=offline
+                                   # works; the run id is kept in DIR/wandb_id for resumes)
+    c.train.profile_steps = (0, 0)  # (start, stop): jax.profiler trace of those steps
+                                   # (1-based, inclusive) into DIR/profile; (0, 0) = off
     # Defaults of every evaluator (each may set its own, see `evals` below):
     c.train.eval_every = 500       # 0 = only at the end
     c.train.eval_batch_size = 0    # 0 = train.batch_size
@@ -87,7 +91,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint.best_metric = ""  # e.g. "eval/accuracy": also keep the best checkpoint
     c.checkpoint.best_mode = "max"
     c.checkpoint.async_save = True
-    c.checkpoint.init_from = ""    # fine-tuning start: a workdir, its checkpoints/ or one step folder
+    c.checkpoint.init_from = ""    # fine-tuning start: a workdir, its checkpoints/ or one step folder,
+                                   # or hf:FOLDER (a Hugging Face save_pretrained folder)
     c.checkpoint.init_strict = True  # False: load the matching parameters, keep the rest fresh
 
     c.mesh = ml_collections.ConfigDict()
@@ -161,6 +166,18 @@ def parse_arg(arg: str | None, **defaults):
         kind = type(out[key])
         out[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
     return out
+
+
+def read_hf_config(folder: str) -> dict:
+    """The config.json of a Hugging Face `save_pretrained` folder (for configs that size
+    their model from it, e.g. configs/gpt2_finetune.py:hf=FOLDER)."""
+    import json
+    import os
+    path = os.path.join(os.path.expanduser(folder), "config.json")
+    if not os.path.isfile(path):
+        raise ValueError(f"{folder!r} has no config.json; give the folder save_pretrained wrote.")
+    with open(path) as f:
+        return json.load(f)
 
 
 # --- Sweeps: a config file's optional `get_sweep(arg)` returns a list of trials, each a

@@ -109,6 +109,8 @@ class Block(nn.Module):
     rotary: bool
     out_stddev: float
     dropout: float = 0.0
+    layer_norm_epsilon: float = 1e-5
+    gelu_approximate: bool = True
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -117,15 +119,15 @@ class Block(nn.Module):
         """x: (B, T, E), positions: (T,) -> (B, T, E)."""
         width = x.shape[-1]
         drop = nn.Dropout(rate=self.dropout, deterministic=not train)
-        y = layer_norm(self.dtype, "ln_attn", epsilon=1e-5)(x)
+        y = layer_norm(self.dtype, "ln_attn", epsilon=self.layer_norm_epsilon)(x)
         y = CausalSelfAttention(num_heads=self.num_heads, max_len=self.max_len, rotary=self.rotary,
                                 out_stddev=self.out_stddev, dtype=self.dtype,
                                 name="attn")(y, positions, decode)
         x = x + drop(y)
-        y = layer_norm(self.dtype, "ln_mlp", epsilon=1e-5)(x)
+        y = layer_norm(self.dtype, "ln_mlp", epsilon=self.layer_norm_epsilon)(x)
         y = nn.Dense(features=self.mlp_dim, dtype=self.dtype, name="mlp_in",
                      kernel_init=normal(0.02, ("embed", "mlp")), bias_init=zeros(("mlp",)))(y)
-        y = nn.gelu(y)  # (B, T, mlp_dim)
+        y = nn.gelu(y, approximate=self.gelu_approximate)  # (B, T, mlp_dim)
         y = nn.Dense(features=width, dtype=self.dtype, name="mlp_out",
                      kernel_init=normal(self.out_stddev, ("mlp", "embed")),
                      bias_init=zeros(("embed",)))(y)
@@ -151,6 +153,9 @@ class GPT(nn.Module):
         logits are returned as float32.
       remat: recompute each block's activations in the backward pass (`nn.remat`):
         the same gradients for less memory.
+      layer_norm_epsilon: the LayerNorms' epsilon (GPT-2's `layer_norm_epsilon`).
+      gelu_approximate: the MLP's GELU in its tanh form (GPT-2's "gelu_new"); False = the
+        exact erf form (Hugging Face "gelu").
     """
     vocab_size: int = 256
     num_layers: int = 6
@@ -163,6 +168,8 @@ class GPT(nn.Module):
     dropout: float = 0.0
     dtype: str = "float32"
     remat: bool = False
+    layer_norm_epsilon: float = 1e-5
+    gelu_approximate: bool = True
 
     def _check(self, length: int) -> None:
         if self.positions not in POSITIONS:
@@ -208,9 +215,11 @@ class GPT(nn.Module):
         for i in range(self.num_layers):
             x = block_cls(num_heads=self.num_heads, mlp_dim=self.mlp_ratio * self.width,
                           max_len=self.max_len, rotary=self.positions == "rotary",
-                          out_stddev=out_stddev, dropout=self.dropout, dtype=dtype,
+                          out_stddev=out_stddev, dropout=self.dropout,
+                          layer_norm_epsilon=self.layer_norm_epsilon,
+                          gelu_approximate=self.gelu_approximate, dtype=dtype,
                           name=f"block_{i}")(x, positions, train, decode)
-        x = layer_norm(dtype, "ln_final", epsilon=1e-5)(x)
+        x = layer_norm(dtype, "ln_final", epsilon=self.layer_norm_epsilon)(x)
 
         if self.tie_embeddings:
             logits = embed.attend(x)  # (B, T, V)

@@ -62,6 +62,8 @@ class EncoderBlock(nn.Module):
     num_heads: int
     mlp_dim: int
     dropout: float = 0.0
+    layer_norm_epsilon: float = 1e-6
+    gelu_approximate: bool = True
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -71,7 +73,7 @@ class EncoderBlock(nn.Module):
         head_dim = width // self.num_heads
         drop = nn.Dropout(rate=self.dropout, deterministic=not train)
 
-        y = layer_norm(self.dtype, "ln_attn", epsilon=1e-6)(x)
+        y = layer_norm(self.dtype, "ln_attn", epsilon=self.layer_norm_epsilon)(x)
         q, k, v = (nn.DenseGeneral(features=(self.num_heads, head_dim), dtype=self.dtype,
                                    name=name, bias_init=zeros(("heads", "kv")), kernel_init=(
                                        nn.with_logical_partitioning(xavier, ("embed", "heads", "kv"))))(y)
@@ -82,11 +84,11 @@ class EncoderBlock(nn.Module):
                             bias_init=zeros(("embed",)))(y)  # (B, N, E)
         x = x + drop(y)
 
-        y = layer_norm(self.dtype, "ln_mlp", epsilon=1e-6)(x)
+        y = layer_norm(self.dtype, "ln_mlp", epsilon=self.layer_norm_epsilon)(x)
         y = nn.Dense(features=self.mlp_dim, dtype=self.dtype, name="mlp_in",
                      kernel_init=nn.with_logical_partitioning(xavier, ("embed", "mlp")),
                      bias_init=nn.with_logical_partitioning(nn.initializers.normal(1e-6), ("mlp",)))(y)
-        y = drop(nn.gelu(y))  # (B, N, mlp_dim)
+        y = drop(nn.gelu(y, approximate=self.gelu_approximate))  # (B, N, mlp_dim)
         y = nn.Dense(features=width, dtype=self.dtype, name="mlp_out",
                      kernel_init=nn.with_logical_partitioning(xavier, ("mlp", "embed")),
                      bias_init=nn.with_logical_partitioning(nn.initializers.normal(1e-6), ("embed",)))(y)
@@ -109,6 +111,10 @@ class ViT(nn.Module):
         logits are returned as float32.
       remat: recompute each block's activations in the backward pass (`nn.remat`):
         the same gradients for less memory.
+      layer_norm_epsilon: the LayerNorms' epsilon (Hugging Face ViT's `layer_norm_eps`
+        is 1e-12).
+      gelu_approximate: the MLP's GELU in its tanh form; False = the exact erf form
+        (Hugging Face ViT's "gelu").
     """
     variant: str = "Ti/4"
     width: int | None = None
@@ -121,6 +127,8 @@ class ViT(nn.Module):
     posemb: str = "learn"
     dtype: str = "float32"
     remat: bool = False
+    layer_norm_epsilon: float = 1e-6
+    gelu_approximate: bool = True
 
     def _sizes(self) -> tuple[int, int, int, int, int]:
         """(width, depth, num_heads, mlp_dim, patch) after the overrides, checked."""
@@ -166,9 +174,11 @@ class ViT(nn.Module):
 
         block_cls = nn.remat(EncoderBlock, static_argnums=(2,)) if self.remat else EncoderBlock
         for i in range(depth):
-            x = block_cls(num_heads=num_heads, mlp_dim=mlp_dim, dropout=self.dropout, dtype=dtype,
+            x = block_cls(num_heads=num_heads, mlp_dim=mlp_dim, dropout=self.dropout,
+                          layer_norm_epsilon=self.layer_norm_epsilon,
+                          gelu_approximate=self.gelu_approximate, dtype=dtype,
                           name=f"block_{i}")(x, train)
-        x = layer_norm(dtype, "ln_final", epsilon=1e-6)(x)
+        x = layer_norm(dtype, "ln_final", epsilon=self.layer_norm_epsilon)(x)
 
         x = x[:, 0] if self.pool == "cls" else jnp.mean(x, axis=1)  # (B, E)
         x = nn.Dense(features=self.num_classes, dtype=dtype, name="head",

@@ -1,7 +1,8 @@
 """Fine-tuning start: parameters from another run's checkpoint into a fresh state.
 
 `checkpoint.init_from` names a workdir (its latest checkpoint), a `checkpoints/` folder or
-one step's folder. Parameters are matched by path; missing, unexpected and shape-mismatched
+one step's folder, or `hf:FOLDER`: a Hugging Face `save_pretrained` folder (config.json +
+safetensors), converted by `train/hf/`. Parameters are matched by path; missing, unexpected and shape-mismatched
 ones are listed. `checkpoint.init_strict=True` refuses any mismatch; otherwise the
 matching parameters are loaded and the rest keep their fresh initialisation.
 """
@@ -33,9 +34,16 @@ def resolve_state_dir(path: str) -> str:
                         "its checkpoints/ folder or one step folder.")
 
 
+HF_PREFIX = "hf:"
+
+
 def load_params(path: str) -> dict:
     """The saved parameters as a nested dict of numpy arrays, checked against the checksums
-    saved with them (when the checkpoint has them)."""
+    saved with them (when the checkpoint has them). `hf:FOLDER`: a Hugging Face folder's
+    weights in Strata's layout (a `train.hf.HFParams` that names each leaf's source)."""
+    if path.startswith(HF_PREFIX):
+        from train import hf
+        return hf.load_params(path[len(HF_PREFIX):])
     from train.checkpoints import read_state, verify_digest
     state_dir = resolve_state_dir(path)
     params = read_state(state_dir)["params"]
@@ -53,13 +61,19 @@ def match_report(target: Any, loaded: dict) -> dict[str, list[str]]:
     `target` (arrays or ShapeDtypeStructs: no values needed)."""
     flat_target = traverse_util.flatten_dict(target, sep="/")
     flat_loaded = traverse_util.flatten_dict(loaded, sep="/")
+    sources = getattr(loaded, "sources", None)  # hf: path -> (tensor name, its shape)
+    differing = [k for k in flat_loaded if k in flat_target
+                 and tuple(flat_target[k].shape) != tuple(flat_loaded[k].shape)]
+    if sources:  # the Hugging Face file's order and names: the first differing tensor first
+        mismatch = [f"{sources[k][0]} {sources[k][1]} (as {k} {tuple(flat_loaded[k].shape)}) "
+                    f"-> the model's {tuple(flat_target[k].shape)}" for k in differing]
+    else:
+        mismatch = sorted(f"{k} {tuple(flat_loaded[k].shape)} -> {tuple(flat_target[k].shape)}"
+                          for k in differing)
     return {
         "missing": sorted(set(flat_target) - set(flat_loaded)),
         "unexpected": sorted(set(flat_loaded) - set(flat_target)),
-        "shape_mismatch": sorted(
-            f"{k} {tuple(flat_loaded[k].shape)} -> {tuple(flat_target[k].shape)}"
-            for k in set(flat_target) & set(flat_loaded)
-            if tuple(flat_target[k].shape) != tuple(flat_loaded[k].shape)),
+        "shape_mismatch": mismatch,
     }
 
 

@@ -23,10 +23,11 @@ import numpy as np
 from data import pipeline, sources, subset
 from errors import EXIT_PREEMPTED, ConfigError, TrainingError
 from models import build_model
-from train import checkpoints, manifest, paths, sharding, step as step_lib, writers
+from train import checkpoints, manifest, paths, sharding, step as step_lib, trackers, writers
 from train.evaluators import EvalContext, build_evaluators
 from train.sharding import to_global
 from train.optimizers import build_optimizer
+from train.profiler import StepProfiler
 from train.state import abstract_state_and_shardings, count_params, create_train_state
 from train.tasks import TaskContext, build_task
 
@@ -302,6 +303,8 @@ def _divergence(step: int, first_bad: int | None, exp: Experiment, what: str) ->
 
 def _train_locked(config: ml_collections.ConfigDict, workdir: str, flag: _SignalFlag) -> dict[str, float]:
     c = config
+    trackers.check_trackers(c.train.trackers)  # a missing package stops before any compute
+    profiler = StepProfiler(c.train.profile_steps, c.train.steps, workdir)
     exp = Experiment(c, workdir)
     say = (lambda m: print(m, file=sys.stderr, flush=True)) if jax.process_index() == 0 else (lambda m: None)
     try:
@@ -316,7 +319,8 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, flag: _Signal
     if jax.process_index() == 0:
         paths.write_json(os.path.join(exp.workdir, "config.json"), manifest.config_to_dict(c))
         paths.write_json(os.path.join(exp.workdir, "manifest.json"), manifest.build_manifest(c, exp.mesh))
-    writer = writers.MetricWriter(exp.workdir, c.train.steps, start, progress=c.train.progress)
+    writer = writers.MetricWriter(exp.workdir, c.train.steps, start, progress=c.train.progress,
+                                  trackers=c.train.trackers)
     writer.message(f"strata: {'resumed from step %d' % start if start else 'fresh start'}; "
                    f"{count_params(state.params):,} parameters; mesh {dict(exp.mesh.shape)}; "
                    f"workdir {exp.workdir}")
@@ -333,8 +337,10 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, flag: _Signal
     try:
         while step < c.train.steps:
             batch = to_global(next(data_iter), exp.mesh)
+            profiler.before(step + 1)
             state, metrics = train_step(state, batch)
             step += 1
+            profiler.after(step, state)
             pending.append(metrics)
             steps_since += 1
             writer.advance()
@@ -381,6 +387,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, flag: _Signal
                                "Rerun the same command to resume.")
                 raise Preempted(step)
     finally:
+        profiler.close()
         exp.checkpointer.close()
         writer.close()
     writer.message(f"strata: done, step {step}. Results: {exp.workdir}/metrics.jsonl, "

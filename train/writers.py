@@ -1,4 +1,5 @@
-"""Metric writers: DIR/metrics.jsonl, TensorBoard event files, a console progress bar.
+"""Metric writers: DIR/metrics.jsonl, TensorBoard event files (when `train.trackers` has
+"tensorboard"), the other trackers of train/trackers.py (W&B), a console progress bar.
 
 Only process 0 writes. `metrics.jsonl` holds one JSON object per line,
 `{"step": N, "train/loss": ..., "eval/accuracy": ...}`, each step at most once: on
@@ -12,7 +13,7 @@ import math
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 
@@ -72,23 +73,27 @@ class MetricWriter:
     """Writes scalars to metrics.jsonl and TensorBoard, and drives the progress bar."""
 
     def __init__(self, workdir: str, total_steps: int, start_step: int, enabled: bool | None = None,
-                 progress: bool = True):
+                 progress: bool = True, trackers: Sequence[str] = ("tensorboard",)):
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
         self.path = os.path.join(workdir, "metrics.jsonl")
         self._tb = None
         self._bar = None
+        self._trackers: list[Any] = []
         if not self.enabled:
             return
         truncate_metrics(self.path, start_step)
         self._file = open(self.path, "a")
         self._perf = open(os.path.join(workdir, "perf.jsonl"), "a")
-        try:
-            SummaryWriter = _import_summary_writer()
-            # On resume, TensorBoard hides the events written after the restored step.
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30,
-                                     purge_step=start_step + 1 if start_step else None)
-        except ImportError:  # TensorBoard files are a convenience, not a requirement
-            self._tb = None
+        from train import trackers as trackers_lib
+        self._trackers = trackers_lib.build(trackers, workdir)
+        if "tensorboard" in trackers:
+            try:
+                SummaryWriter = _import_summary_writer()
+                # On resume, TensorBoard hides the events written after the restored step.
+                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30,
+                                         purge_step=start_step + 1 if start_step else None)
+            except ImportError:  # TensorBoard files are a convenience, not a requirement
+                self._tb = None
         if progress:
             from tqdm import tqdm
             self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
@@ -103,6 +108,8 @@ class MetricWriter:
         if self._tb is not None:
             for k, v in scalars.items():
                 self._tb.add_scalar(k, float(v), int(step))
+        for tracker in self._trackers:
+            tracker.log(step, scalars)
         if self._bar is not None:
             shown = {k.split("/")[-1] if k.startswith("train/") else k: f"{float(v):.4g}"
                      for k, v in row.items() if k in ("train/loss", "eval/accuracy", "eval/loss")}
@@ -119,6 +126,8 @@ class MetricWriter:
         if self._tb is not None:
             for k, v in scalars.items():
                 self._tb.add_scalar(k, float(v), int(step))
+        for tracker in self._trackers:
+            tracker.log(step, scalars)
         if self._bar is not None:
             self._bar.set_postfix_str(self._bar.postfix or "", refresh=False)
 
@@ -141,6 +150,8 @@ class MetricWriter:
         self._perf.close()
         if self._tb is not None:
             self._tb.close()
+        for tracker in self._trackers:
+            tracker.close()
         if self._bar is not None:
             self._bar.close()
 
