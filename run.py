@@ -6,7 +6,7 @@
     python run.py sample  --workdir DIR [--config.sample.KEY=VALUE ...]  # text or a PNG grid
     python run.py sweep   --config configs/NAME.py --workdir DIR [--parallel N] [--seeds K]
     python run.py report  DIR                      # Markdown/CSV table + plots of runs
-    python run.py prepare NAME [--data_dir DIR]    # any TFDS dataset -> ArrayRecord
+    python run.py prepare NAME [--data_dir DIR] [--manual_dir DIR]  # any TFDS dataset -> ArrayRecord
     python run.py inspect DIR                      # checkpoints: step, metrics, size, params
 
 Mistakes in the command line or config end in one line on stderr and exit code 2;
@@ -37,6 +37,8 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, configs/NAME.py[:ARG].", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics.jsonl, TensorBoard files.")
 flags.DEFINE_string("data_dir", None, "TFDS data dir for `prepare` (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).")
+flags.DEFINE_string("manual_dir", None, "`prepare`: the folder holding a dataset's manually downloaded files "
+                    "(imagenet2012: ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar).")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for multi-process runs.")
 flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process run.")
 flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
