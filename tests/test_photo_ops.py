@@ -62,5 +62,5 @@ def test_one_and_two_processes_see_the_same_global_batches(photos):
     for b in range(2):
         for p in (0, 1):
             local = next(two[p])
-            # global batch b is rows p*2..p*2+1 of the two processes' b-th local batches
+            # process p holds rows 2p, 2p+1 of each global batch
             np.testing.assert_array_equal(local["image"], globals_[b]["image"][2 * p:2 * p + 2])
