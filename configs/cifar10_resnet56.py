@@ -1,7 +1,7 @@
 """ResNet-56 on CIFAR-10, He et al. 2016 ("Deep Residual Learning for Image Recognition",
 https://arxiv.org/abs/1512.03385, sec. 4.2 and Table 6): 6.97% test error, 0.85M params.
 
-    python run.py prepare cifar10                     # 163 MB download, ~1 min to prepare
+    python run.py prepare cifar10                     # one 162 MiB archive
     python run.py train --config configs/cifar10_resnet56.py --workdir runs/cifar10_resnet56
 
 Source hardware and time: "a mini-batch size of 128 on two GPUs"; the paper states no
