@@ -68,6 +68,7 @@ def test_missing_or_malformed_weights_are_one_line(tmp_path):
         fid.load_feature_network(str(tmp_path / "bare.npz"))
 
 
+@pytest.mark.slow  # compiles the U-Net's train, eval and sampling steps: ~80 s on 2 busy cores
 def test_fid_evaluator_in_a_diffusion_run(tmp_path):
     from configs.common import evaluator
     from configs.digits_ddpm import get_config
