@@ -10,7 +10,7 @@ ACCEL  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu
 JAX_VERSION := $(shell sed -n 's/^jax==//p' requirements.lock)
 STAMP  := $(VENV)/.installed-$(ACCEL)
 
-.PHONY: install train test test-fast bench lock clean-venv
+.PHONY: install train test test-fast test-heavy bench lock clean-venv
 
 install: $(STAMP)
 
@@ -37,11 +37,15 @@ $(TEST_STAMP): requirements-test.lock $(STAMP)
 	touch $(TEST_STAMP)
 
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not heavy" tests
 
 # The edit-test loop: everything but the subprocess and whole-config tests.
 test-fast: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow and not heavy" tests
+
+# The full-size recipe networks (minutes of compilation each); CI runs it after `make test`.
+test-heavy: $(TEST_STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist load -m heavy tests
 
 # Side-by-side benchmarks; installs the PyTorch reference (CPU build) into the venv.
 bench: $(STAMP)

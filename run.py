@@ -8,7 +8,7 @@
     python run.py sweep   ... --launcher slurm [--slurm_time 4:00:00 ...]  # one SLURM job array
     python run.py sweep   --status DIR           # each trial: queued, running, done or failed
     python run.py report  DIR                      # Markdown/CSV table + plots of runs
-    python run.py prepare NAME [--data_dir DIR]    # any TFDS dataset -> ArrayRecord
+    python run.py prepare NAME [--data_dir DIR] [--manual_dir DIR]  # any TFDS dataset -> ArrayRecord
     python run.py inspect DIR                      # checkpoints: step, metrics, size, params
     python run.py export  --workdir DIR --format hf --out PATH  # a folder transformers loads
 
@@ -41,6 +41,8 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, configs/NAME.py[:ARG].", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics.jsonl, TensorBoard files.")
 flags.DEFINE_string("data_dir", None, "TFDS data dir for `prepare` (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).")
+flags.DEFINE_string("manual_dir", None, "`prepare`: the folder holding a dataset's manually downloaded files "
+                    "(imagenet2012: ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar).")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for multi-process runs.")
 flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process run.")
 flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")

@@ -36,7 +36,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adamw"     # adamw | sgd
     c.optimizer.learning_rate = 1e-3  # the peak, after warm-up
-    c.optimizer.schedule = "cosine"   # cosine | constant
+    c.optimizer.schedule = "cosine"   # cosine | constant | piecewise
+    c.optimizer.boundaries = ()    # piecewise: global steps at which the rate is multiplied by decay_factor
+    c.optimizer.decay_factor = 0.1  # piecewise: e.g. 0.1 = divided by 10 at each boundary
     c.optimizer.warmup_steps = 0   # linear warm-up from 0
     c.optimizer.end_lr_fraction = 0.0  # cosine: the final rate as a fraction of the peak
     c.optimizer.weight_decay = 0.0  # decoupled; matrices only (ndim > 1)

@@ -50,18 +50,83 @@ def get_builder(name: str, data_dir: str | None = None, **builder_kwargs: Any) -
             f"or any TFDS name (see tfds.list_builders()).") from None
 
 
-def _download_and_prepare(builder: tfds.core.DatasetBuilder) -> None:
+PROBE_TIMEOUT_S = 5.0  # per host: a download that cannot start fails in seconds, not minutes
+
+
+def _proxy_for(url: str) -> str | None:
+    """The proxy URL that a download of `url` goes through, if the environment sets one."""
+    import urllib.request
+    scheme = url.split(":", 1)[0]
+    if urllib.request.proxy_bypass(url.split("/")[2] if "//" in url else url):
+        return None
+    return urllib.request.getproxies().get(scheme)
+
+
+def unreachable_host(urls: Sequence[str], timeout: float = PROBE_TIMEOUT_S) -> tuple[str, str] | None:
+    """(host, reason) for the first download host (or its proxy) that refuses a TCP
+    connection within `timeout` seconds; None when all answer."""
+    import socket
+    from urllib.parse import urlsplit
+    seen = set()
+    for url in urls:
+        target = urlsplit(_proxy_for(url) or url)
+        port = target.port or (443 if target.scheme == "https" else 80)
+        if (target.hostname, port) in seen or not target.hostname:
+            continue
+        seen.add((target.hostname, port))
+        try:
+            socket.create_connection((target.hostname, port), timeout=timeout).close()
+        except OSError as e:
+            return f"{target.hostname}:{port}", f"{type(e).__name__}: {e}"
+    return None
+
+
+def _check_manual_download(builder: tfds.core.DatasetBuilder, manual_dir: str | None) -> str | None:
+    """The manual-download directory of a dataset that needs one (checked to exist and
+    hold files), else None."""
+    instructions = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
+    if not instructions:
+        return None
+    where = os.path.expanduser(manual_dir or os.path.join(builder._data_dir_root, "downloads", "manual"))
+    if not os.path.isdir(where) or not os.listdir(where):
+        from errors import one_line
+        raise DataError(
+            f"{builder.name} needs a manual download, and {where} is missing or empty: "
+            f"{one_line(instructions).rstrip('.')}. Then run: python run.py prepare {builder.name} "
+            f"--manual_dir DIR (the folder holding those files).")
+    return where
+
+
+def _download_and_prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | None = None) -> None:
     import sys
+    manual = _check_manual_download(builder, manual_dir)
+    if manual is None:
+        # TFDS takes a file from --manual_dir when it is there under its checksum name.
+        files = {url: (info.filename if info and info.filename else url.rsplit("/", 1)[-1])
+                 for url, info in (getattr(builder, "url_infos", None) or {}).items()}
+        have = set(os.listdir(manual_dir)) if manual_dir and os.path.isdir(manual_dir) else set()
+        down = unreachable_host([u for u, f in files.items() if f not in have])
+        if down:
+            raise DataError(
+                f"cannot download {builder.name}: {down[0]} is unreachable ({down[1]}). Prepare "
+                f"it on a machine with network (python run.py prepare {builder.name} --data_dir DIR) "
+                f"and copy DIR/{builder.name} into {builder._data_dir_root}, or put its files "
+                f"({', '.join(sorted(files.values()))}) in a folder DIR and pass --manual_dir DIR.")
     print(f"strata: preparing {builder.name} into {builder.data_dir} (once)", file=sys.stderr, flush=True)
     tfds.disable_progress_bar()
-    builder.download_and_prepare(file_format="array_record")
+    config = tfds.download.DownloadConfig(manual_dir=manual or manual_dir)
+    builder.download_and_prepare(file_format="array_record", download_config=config)
 
 
-def prepare(name: str, data_dir: str | None = None, **builder_kwargs: Any) -> tfds.core.DatasetBuilder:
-    """Prepares `name` into ArrayRecord files under `data_dir` (downloads where needed)."""
+def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = None,
+            **builder_kwargs: Any) -> tfds.core.DatasetBuilder:
+    """Prepares `name` into ArrayRecord files under `data_dir` (downloads where needed;
+    datasets with a manual download read their files from `manual_dir`). A dataset whose
+    download host cannot be reached, or whose manual files are missing, is a one-line
+    DataError within seconds."""
     builder = get_builder(name, data_dir, **builder_kwargs)
     if not builder.is_prepared():
-        _download_and_prepare(builder)
+        _download_and_prepare(builder, manual_dir)
     return builder
 
 

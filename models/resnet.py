@@ -3,6 +3,7 @@
     ResNet(depth=20, family="cifar")       # 0.27M params, 3 stages of 16/32/64 channels
     ResNet(depth=50, family="imagenet")    # 25.6M params, bottleneck blocks, 7x7 stem
     ResNet(depth=18, family="imagenet", stem="cifar")  # ResNet-18 for 32x32 inputs
+    ResNet(depth=56, family="cifar", shortcut="pad")    # 0.85M params: He et al.'s CIFAR option A
 
 Batch statistics live in the `batch_stats` collection; the loop keeps them in the train
 state and updates them through `mutable=["batch_stats"]` when `train=True`.
@@ -16,6 +17,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from errors import ConfigError
+
+SHORTCUTS = ("projection", "pad")
 
 # depth -> (blocks per stage, bottleneck?)
 IMAGENET_DEPTHS = {
@@ -39,11 +42,20 @@ def _norm(train: bool, dtype: Any, zero_init: bool = False) -> nn.Module:
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)))
 
 
+def pad_shortcut(x: jnp.ndarray, features: int, strides: int) -> jnp.ndarray:
+    """He et al. 2016's option A: the identity, subsampled by `strides` and zero-padded
+    to `features` channels (no parameters); (B, H, W, C) -> (B, H/s, W/s, features)."""
+    x = x[:, ::strides, ::strides]
+    extra = features - x.shape[-1]
+    return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with a residual connection (ResNet-18/34, CIFAR ResNets)."""
     features: int
     strides: int = 1
     dtype: Any = jnp.float32
+    shortcut: str = "projection"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -52,7 +64,9 @@ class BasicBlock(nn.Module):
         y = nn.relu(_norm(train, self.dtype)(y))
         y = conv(features=self.features, kernel_size=(3, 3), padding=1)(y)
         y = _norm(train, self.dtype, zero_init=True)(y)
-        if x.shape != y.shape:  # projection shortcut ("option B")
+        if x.shape != y.shape and self.shortcut == "pad":  # "option A"
+            x = pad_shortcut(x, self.features, self.strides)
+        elif x.shape != y.shape:  # projection shortcut ("option B")
             x = conv(features=self.features, kernel_size=(1, 1), strides=self.strides)(x)
             x = _norm(train, self.dtype)(x)
         return nn.relu(x + y)
@@ -89,6 +103,9 @@ class ResNet(nn.Module):
         defaults to the family's own.
       num_classes: size of the output layer.
       width: base number of channels; defaults to the family's own (16 or 64).
+      shortcut: where a block changes shape, "projection" (1x1 conv + BatchNorm, He et al.'s
+        option B) or "pad" (subsampled identity with zero channels, option A, their CIFAR
+        models; basic blocks only).
       dtype: compute dtype ("float32" or "bfloat16"); parameters stay float32.
     """
     depth: int = 20
@@ -97,8 +114,11 @@ class ResNet(nn.Module):
     num_classes: int = 10
     width: int | None = None
     dtype: str = "float32"
+    shortcut: str = "projection"
 
     def _layout(self) -> tuple[tuple[int, ...], bool, int]:
+        if self.shortcut not in SHORTCUTS:
+            raise ConfigError(f"unknown ResNet shortcut {self.shortcut!r}. Valid: {', '.join(SHORTCUTS)}.")
         if self.family == "cifar":
             if (self.depth - 2) % 6 or self.depth < 8:
                 raise ConfigError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110), got {self.depth}.")
@@ -127,11 +147,18 @@ class ResNet(nn.Module):
             x = nn.Conv(features=width, kernel_size=(3, 3), padding=1, use_bias=False, dtype=dtype,
                         kernel_init=conv_init, name="stem_conv")(x)
             x = nn.relu(_norm(train, dtype)(x))
-        block_cls = BottleneckBlock if bottleneck else BasicBlock
+        if bottleneck and self.shortcut != "projection":
+            raise ConfigError(f"ResNet-{self.depth} has bottleneck blocks, which need "
+                              f"shortcut='projection', got {self.shortcut!r}.")
         for stage, num_blocks in enumerate(blocks):
             for i in range(num_blocks):
                 strides = 2 if stage > 0 and i == 0 else 1
-                x = block_cls(features=width * 2**stage, strides=strides, dtype=dtype)(x, train)
+                if bottleneck:
+                    block = BottleneckBlock(features=width * 2**stage, strides=strides, dtype=dtype)
+                else:
+                    block = BasicBlock(features=width * 2**stage, strides=strides, dtype=dtype,
+                                       shortcut=self.shortcut)
+                x = block(x, train)
         x = jnp.mean(x, axis=(1, 2))  # (B, C) global average pool
         x = nn.Dense(features=self.num_classes, dtype=dtype, name="head",
                      kernel_init=nn.with_logical_partitioning(

@@ -107,6 +107,8 @@ class ViT(nn.Module):
       dropout: rate after the position embedding, in the MLPs and on each residual branch,
         used when `train=True` (draws from the "dropout" rng).
       posemb: "learn" (a learned table, as in the paper) or "sincos2d" (fixed, no parameters).
+      rep_size: > 0 adds a pre-logits layer, Dense(rep_size) + tanh, before the head
+        (big_vision's `rep_size`, the paper's "representation layer"); 0 = none.
       dtype: compute dtype ("float32" or "bfloat16"); parameters stay float32 and the
         logits are returned as float32.
       remat: recompute each block's activations in the backward pass (`nn.remat`):
@@ -125,6 +127,7 @@ class ViT(nn.Module):
     pool: str = "cls"
     dropout: float = 0.0
     posemb: str = "learn"
+    rep_size: int = 0
     dtype: str = "float32"
     remat: bool = False
     layer_norm_epsilon: float = 1e-6
@@ -181,6 +184,10 @@ class ViT(nn.Module):
         x = layer_norm(dtype, "ln_final", epsilon=self.layer_norm_epsilon)(x)
 
         x = x[:, 0] if self.pool == "cls" else jnp.mean(x, axis=1)  # (B, E)
+        if self.rep_size:
+            x = nn.tanh(nn.Dense(features=self.rep_size, dtype=dtype, name="pre_logits",
+                                 kernel_init=nn.with_logical_partitioning(xavier, ("embed", "mlp")),
+                                 bias_init=zeros(("mlp",)))(x))  # (B, rep_size)
         x = nn.Dense(features=self.num_classes, dtype=dtype, name="head",
                      kernel_init=zeros(("embed", "classes")), bias_init=zeros(("classes",)))(x)
         return x.astype(jnp.float32)

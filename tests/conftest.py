@@ -31,10 +31,6 @@ SLOW_FILES = ("test_cli.py", "test_errors.py", "test_failures.py", "test_multipr
               "test_language_model.py", "test_slurm.py")
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: runs run.py in subprocesses or trains whole configs")
-
-
 def pytest_collection_modifyitems(items):
     for item in items:
         if item.path.name in SLOW_FILES:

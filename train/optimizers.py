@@ -2,7 +2,8 @@
 
     optimizer.name          "sgd" | "adamw"
     optimizer.learning_rate peak learning rate
-    optimizer.schedule      "cosine" | "constant"   (after `warmup_steps` of linear warmup)
+    optimizer.schedule      "cosine" | "constant" | "piecewise"  (after `warmup_steps` of linear warmup)
+    optimizer.boundaries / decay_factor   piecewise: the rate x decay_factor at each step in boundaries
     optimizer.weight_decay  decoupled, on weights with ndim > 1 (not biases or norm scales)
     optimizer.grad_clip     global-norm clip; 0 disables
     optimizer.momentum / nesterov (sgd), b1 / b2 / eps (adamw)
@@ -16,11 +17,12 @@ import optax
 from errors import ConfigError, unknown_name_message
 
 OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "constant", "piecewise")
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-    """Linear warmup to `learning_rate`, then cosine decay to 0 or constant."""
+    """Linear warmup to `learning_rate`, then cosine decay, constant, or piecewise constant
+    (x `decay_factor` from each step in `boundaries` on, as in He et al. 2016)."""
     peak = config.learning_rate
     warmup = min(config.warmup_steps, max(total_steps - 1, 0))
     name = config.schedule
@@ -33,7 +35,25 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) 
             return optax.constant_schedule(peak)
         return optax.join_schedules(
             [optax.linear_schedule(0.0, peak, warmup), optax.constant_schedule(peak)], [warmup])
+    if name == "piecewise":
+        return _piecewise(peak, warmup, tuple(config.boundaries), config.decay_factor)
     raise ConfigError(unknown_name_message("learning-rate schedule", name, list(SCHEDULES)))
+
+
+def _piecewise(peak: float, warmup: int, boundaries: tuple[int, ...], factor: float) -> optax.Schedule:
+    """`peak` x `factor`**k from the k-th boundary (a global step) on, after the warm-up."""
+    steps = list(boundaries)
+    if not steps or any(int(b) != b or b <= warmup for b in steps) or steps != sorted(set(steps)):
+        raise ConfigError(f"optimizer.boundaries must be increasing whole steps after the "
+                          f"{warmup} warm-up steps for schedule 'piecewise', got {boundaries!r}; "
+                          f"e.g. (32000, 48000).")
+    if not 0 < factor <= 1:
+        raise ConfigError(f"optimizer.decay_factor must be in (0, 1], got {factor}; e.g. 0.1.")
+    # join_schedules hands the piecewise part the steps counted from the end of warm-up.
+    decay = optax.piecewise_constant_schedule(peak, {int(b) - warmup: factor for b in boundaries})
+    if warmup == 0:
+        return decay
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
 
 
 def _decay_mask(params):
