@@ -20,6 +20,7 @@ EMBEDDED: dict[str, str] = {
     "digits": "data.digits:Digits",
     "pystdlib": "data.text:PyStdlib",
     "text_files": "data.text:TextFiles",
+    "numbers_translate": "data.numbers:NumbersTranslate",
 }
 
 
