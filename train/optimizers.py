@@ -2,7 +2,8 @@
 
     optimizer.name          "sgd" | "adamw"
     optimizer.learning_rate peak learning rate
-    optimizer.schedule      "cosine" | "constant"   (after `warmup_steps` of linear warmup)
+    optimizer.schedule      "cosine" | "constant" | "rsqrt"  (after `warmup_steps` of linear warmup;
+                            rsqrt: peak * sqrt(warmup_steps / step), Vaswani et al. 2017)
     optimizer.weight_decay  decoupled, on weights with ndim > 1 (not biases or norm scales)
     optimizer.grad_clip     global-norm clip; 0 disables
     optimizer.momentum / nesterov (sgd), b1 / b2 / eps (adamw)
@@ -10,13 +11,14 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
 from errors import ConfigError, unknown_name_message
 
 OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "constant", "rsqrt")
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
@@ -33,6 +35,15 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) 
             return optax.constant_schedule(peak)
         return optax.join_schedules(
             [optax.linear_schedule(0.0, peak, warmup), optax.constant_schedule(peak)], [warmup])
+    if name == "rsqrt":
+        # The Transformer's "noam" schedule: d^-0.5 * min(step^-0.5, step * warmup^-1.5) is
+        # this with peak = d^-0.5 * warmup^-0.5 (7.0e-4 for d=512, warmup 4000).
+        if warmup < 1:
+            raise ConfigError("optimizer.schedule=rsqrt needs optimizer.warmup_steps >= 1.")
+        def rsqrt(step):
+            step = jnp.maximum(jnp.asarray(step, jnp.float32), 1.0)
+            return peak * jnp.minimum(step / warmup, jnp.sqrt(warmup / step))
+        return rsqrt
     raise ConfigError(unknown_name_message("learning-rate schedule", name, list(SCHEDULES)))
 
 
