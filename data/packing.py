@@ -148,8 +148,13 @@ class TokenWindows:
         if not os.path.isfile(cache_path):
             os.makedirs(os.path.dirname(cache_path), exist_ok=True)
             eos = np.asarray([tokenizer.eos_id], np.int32)
-            pieces = [np.concatenate([tokenizer.encode(_field(source[i], key)), eos])
-                      for i in range(len(source))]
+            pieces = []
+            for i in range(len(source)):
+                value = _field(source[i], key)
+                # Text records are documents (each ends with eos); uint8 records are
+                # 64 KiB chunks of one byte stream (text_files): no eos between them.
+                ids = tokenizer.encode(value)
+                pieces.append(ids if isinstance(value, np.ndarray) else np.concatenate([ids, eos]))
             stream = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
             tmp = f"{cache_path}.{os.getpid()}.tmp.npy"
             np.save(tmp, stream.astype(np.int32))

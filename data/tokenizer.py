@@ -44,7 +44,9 @@ class Tokenizer(Protocol):
 
 
 def _text(text: str | bytes) -> str:
-    return text.decode("utf-8") if isinstance(text, (bytes, np.bytes_)) else str(text)
+    if isinstance(text, np.ndarray):  # uint8 chunks of a byte stream (text_files, pystdlib)
+        text = text.tobytes()
+    return text.decode("utf-8", errors="replace") if isinstance(text, (bytes, np.bytes_)) else str(text)
 
 
 def _until_eos(ids: Sequence[int] | np.ndarray, eos_id: int) -> list[int]:
@@ -65,7 +67,8 @@ class Bytes:
     id = "bytes"
 
     def encode(self, text: str | bytes) -> np.ndarray:
-        raw = text if isinstance(text, (bytes, np.bytes_)) else str(text).encode("utf-8")
+        raw = text.tobytes() if isinstance(text, np.ndarray) else text
+        raw = raw if isinstance(raw, (bytes, np.bytes_)) else str(raw).encode("utf-8")
         return np.frombuffer(raw, np.uint8).astype(np.int32) + self.offset   # (N,)
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
