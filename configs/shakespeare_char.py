@@ -10,7 +10,7 @@ context 256, dropout 0.2, batch 64, AdamW lr 1e-3 (b2 0.99, weight decay 0.1), 1
 warm-up steps, cosine to 1e-4 over 5000 steps. Published: validation loss 1.4697 after
 ~3 minutes on one A100 (nanoGPT's README); nanoGPT reports 10.65M parameters (no biases,
 65 characters, position embeddings not counted). This model has biases, 256 byte ids
-(Tiny Shakespeare is ASCII, so a byte is a character) and counts its positions: 10.77M
+(Tiny Shakespeare is ASCII, so a byte is a character) and counts its positions: 10.84M
 (tests/test_text_recipes.py). `:runlocal` trains a tiny model on the embedded pystdlib.
 """
 from configs.common import byte_lm_config, parse_arg
