@@ -1,7 +1,9 @@
 """`translation`: decodes a split and scores the output against the references: corpus
 BLEU (sacrebleu, its default 13a tokenisation, as papers report newstest scores) and
 exact match (the fraction of outputs equal to their reference, after stripping spaces
-at the ends).
+at the ends). Outputs of one word each (numbers_translate's German compounds) have no
+word 2-grams, so word BLEU is 0 for them whatever their quality: such configs set
+`bleu_tokenize="char"` (BLEU over characters).
 
 Examples are read in the split's order, `batch_size` at a time (the first
 `max_batches * batch_size` of them when `max_batches` > 0), their inputs tokenised as in
@@ -25,6 +27,8 @@ class TranslationQuality(Evaluator):
     """Reports `bleu` (0-100) and `exact_match` (0-1); also keeps `last_outputs`."""
     beam_size: int = 0              # 0 = config.sample.beam_size
     length_penalty: float = -1.0    # < 0 = config.sample.length_penalty
+    bleu_tokenize: str = "13a"      # sacrebleu's tokeniser: "13a" (WMT), "char" (one-word
+                                    # outputs such as German number compounds), "intl", ...
 
     def check(self, task, source) -> None:
         if not hasattr(task, "translate_ids"):
@@ -57,6 +61,6 @@ class TranslationQuality(Evaluator):
                 hypotheses.append(tokenizer.decode(out[r]).strip())
                 references.append(source.pair(i)[1].strip())
         self.last_outputs = list(zip(hypotheses, references))
-        bleu = sacrebleu.corpus_bleu(hypotheses, [references]).score
+        bleu = sacrebleu.corpus_bleu(hypotheses, [references], tokenize=self.bleu_tokenize).score
         exact = float(np.mean([h == r for h, r in zip(hypotheses, references)])) if n else 0.0
         return {"bleu": float(bleu), "exact_match": exact}
