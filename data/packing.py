@@ -212,16 +212,16 @@ def dataset_id(info, train_split: str) -> str:
     return f"{info.full_name}|{train_split}|{size}"
 
 
-def tokenized_split(data_config, split: str, source: Sequence[dict], info,
-                    open_source) -> tuple[Sequence[dict], TextInfo]:
+def tokenized_split(data_config, split: str, source: Sequence[dict], info, open_source,
+                    data_dir: str) -> tuple[Sequence[dict], TextInfo]:
     """`split` of `config.data` as tokenised rows: PackedPairs when data.targets_key is set,
     else TokenWindows of data.seq_len (data.text_key). `open_source(split)` opens a raw
-    split (the training split's text trains a SentencePiece tokenizer the first time)."""
-    from data import sources, tokenizer as tokenizer_lib
+    split (the training split's text trains a SentencePiece tokenizer the first time);
+    tokenizers and token streams are kept under `data_dir`."""
+    from data import tokenizer as tokenizer_lib
     c = data_config
     pair = bool(c.targets_key)
     keys = (c.inputs_key, c.targets_key) if pair else (c.text_key,)
-    data_dir = sources.default_data_dir(c.data_dir or None)
     ds_id = dataset_id(info, c.train_split)
     train = source if split == c.train_split else None
     tok = tokenizer_lib.build(

@@ -118,7 +118,8 @@ def open_split(data_config: Any, split: str,
     if data_config.targets_key or data_config.tokenizer != "bytes":  # tokenised text
         from data.packing import tokenized_split
         return tokenized_split(data_config, split, source, info, lambda s: open_source(
-            data_config.name, s, data_config.data_dir or None, **kwargs)[0])
+            data_config.name, s, data_config.data_dir or None, **kwargs)[0],
+            default_data_dir(data_config.data_dir or None))
     seq_len = data_config.seq_len
     if seq_len:
         from data.text import TextWindows
