@@ -23,20 +23,31 @@ def base_config() -> ml_collections.ConfigDict:
                                    # fallback rule: an evaluator's `preprocess` "" = this
     c.data.data_dir = ""           # TFDS data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
     c.data.files = ""              # comma-separated local text files (text datasets)
-    c.data.seq_len = 0             # > 0: read fixed windows of tokens (language modelling)
+    c.data.seq_len = 0             # > 0: read fixed windows of tokens (language modelling);
+                                   # sequence pairs: tokens per packed row, on each side
     c.data.text_key = "text"       # with seq_len > 0: the feature holding each record's bytes
     c.data.train_examples = 0      # > 0: train on the first N of a fixed permutation of the split
     c.data.class_balanced = False  # with train_examples: N / num_classes from each class
     c.data.train_classes = ()      # keep only these labels, e.g. (0, 1, 2, 3, 4); () = all
     c.data.subset_seed = 0         # the permutation's seed: the same subset whatever `seed` is
     c.data.label_key = "label"     # the integer label feature, for the two above
+    # Tokenised text (data/tokenizer.py, data/packing.py); bytes + no targets_key = the
+    # byte windows above, unchanged.
+    c.data.tokenizer = "bytes"     # bytes | sentencepiece (trained on the train split, once) | PATH.model | gpt2
+    c.data.vocab_size = 0          # sentencepiece: pieces to train (task/model vocab_size must match)
+    c.data.spm_model_type = "unigram"  # sentencepiece: unigram | bpe | char | word
+    c.data.spm_character_coverage = 1.0  # sentencepiece: characters covered (0.9995 for big alphabets)
+    c.data.spm_max_sentences = 1_000_000  # sentencepiece: training texts read at most
+    c.data.inputs_key = ""         # sequence pairs (translation): the source text feature
+    c.data.targets_key = ""        # sequence pairs: the target text feature; "" = not pairs
+    c.data.pack = True             # sequence pairs: pack several examples per row of seq_len
     c.data.num_threads = 2         # Grain reader threads
     c.data.in_memory_max_mb = 256  # train split held in memory as arrays if its files are <= this (0 = never)
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adamw"     # adamw | sgd
     c.optimizer.learning_rate = 1e-3  # the peak, after warm-up
-    c.optimizer.schedule = "cosine"   # cosine | constant | piecewise
+    c.optimizer.schedule = "cosine"   # cosine | constant | piecewise | rsqrt (peak / sqrt(step / warm-up) after warm-up)
     c.optimizer.boundaries = ()    # piecewise: global steps at which the rate is multiplied by decay_factor
     c.optimizer.decay_factor = 0.1  # piecewise: e.g. 0.1 = divided by 10 at each boundary
     c.optimizer.warmup_steps = 0   # linear warm-up from 0
@@ -82,6 +93,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.sample.num_tokens = 256      # language models: tokens to generate
     c.sample.temperature = 0.8     # language models: 0 = greedy
     c.sample.top_k = 0             # language models: 0 = all tokens
+    c.sample.beam_size = 1         # translation: 1 = greedy decoding, > 1 = beam search
+    c.sample.length_penalty = 0.6  # translation: beam scores / ((5 + len) / 6) ** alpha (GNMT)
+    c.sample.max_decode_len = 0    # translation: tokens to generate at most; 0 = model.max_len
     c.sample.sampler = "ddim"      # diffusion: ddim (sample.steps steps) | ddpm (all task.num_steps)
     c.sample.steps = 50            # diffusion: DDIM steps
     c.sample.eta = 0.0             # diffusion: DDIM stochasticity (0 = deterministic)

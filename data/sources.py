@@ -20,6 +20,7 @@ EMBEDDED: dict[str, str] = {
     "digits": "data.digits:Digits",
     "pystdlib": "data.text:PyStdlib",
     "text_files": "data.text:TextFiles",
+    "numbers_translate": "data.numbers:NumbersTranslate",
 }
 
 
@@ -169,7 +170,9 @@ def open_split(data_config: Any, split: str,
     the ops spec `preprocess` (its `decode` ops get the encoded bytes, see `skip_decoding`).
 
     With `data.seq_len > 0` the records are byte/token streams and the source yields
-    fixed-length windows `{"tokens": (seq_len + 1,)}` over their concatenation.
+    fixed-length windows `{"tokens": (seq_len + 1,)}` over their concatenation. With a
+    `data.tokenizer` other than bytes, or sequence pairs (`data.targets_key`), the rows are
+    tokenised (and packed) by data/packing.py.
     """
     kwargs = {}
     files = data_config.files
@@ -177,6 +180,11 @@ def open_split(data_config: Any, split: str,
         kwargs["files"] = tuple(f for f in files.split(",") if f)
     source, info = open_source(data_config.name, split, data_config.data_dir or None,
                                decoders=skip_decoding(preprocess), **kwargs)
+    if data_config.targets_key or data_config.tokenizer != "bytes":  # tokenised text
+        from data.packing import tokenized_split
+        return tokenized_split(data_config, split, source, info, lambda s: open_source(
+            data_config.name, s, data_config.data_dir or None, **kwargs)[0],
+            default_data_dir(data_config.data_dir or None))
     seq_len = data_config.seq_len
     if seq_len:
         from data.text import TextWindows

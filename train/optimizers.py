@@ -2,7 +2,8 @@
 
     optimizer.name          "sgd" | "adamw"
     optimizer.learning_rate peak learning rate
-    optimizer.schedule      "cosine" | "constant" | "piecewise"  (after `warmup_steps` of linear warmup)
+    optimizer.schedule      "cosine" | "constant" | "piecewise" | "rsqrt"  (after `warmup_steps` of linear warmup;
+                            rsqrt: peak * sqrt(warmup_steps / step), Vaswani et al. 2017)
     optimizer.boundaries / decay_factor   piecewise: the rate x decay_factor at each step in boundaries
     optimizer.weight_decay  decoupled, on weights with ndim > 1 (not biases or norm scales)
     optimizer.grad_clip     global-norm clip; 0 disables
@@ -11,13 +12,14 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
 from errors import ConfigError, unknown_name_message
 
 OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "constant", "piecewise")
+SCHEDULES = ("cosine", "constant", "piecewise", "rsqrt")
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
@@ -37,6 +39,15 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) 
             [optax.linear_schedule(0.0, peak, warmup), optax.constant_schedule(peak)], [warmup])
     if name == "piecewise":
         return _piecewise(peak, warmup, tuple(config.boundaries), config.decay_factor)
+    if name == "rsqrt":
+        # The Transformer's "noam" schedule: d^-0.5 * min(step^-0.5, step * warmup^-1.5) is
+        # this with peak = d^-0.5 * warmup^-0.5 (7.0e-4 for d=512, warmup 4000).
+        if warmup < 1:
+            raise ConfigError("optimizer.schedule=rsqrt needs optimizer.warmup_steps >= 1.")
+        def rsqrt(step):
+            step = jnp.maximum(jnp.asarray(step, jnp.float32), 1.0)
+            return peak * jnp.minimum(step / warmup, jnp.sqrt(warmup / step))
+        return rsqrt
     raise ConfigError(unknown_name_message("learning-rate schedule", name, list(SCHEDULES)))
 
 

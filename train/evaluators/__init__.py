@@ -26,6 +26,7 @@ EVALUATORS: dict[str, str] = {
     "unigram_baseline": "train.evaluators.unigram:UnigramBaseline",
     "sample_quality": "train.evaluators.sample_quality:SampleQuality",
     "fid": "train.evaluators.fid:FID",
+    "translation": "train.evaluators.translation:TranslationQuality",
 }
 COMMON_FIELDS = ("type", "split", "preprocess", "every", "batch_size", "max_batches", "prefix")
 DEFAULT_NAME = "default"  # its metrics keep the plain `eval/<metric>` keys

@@ -11,6 +11,7 @@ TASKS: dict[str, str] = {
     "classification": "train.tasks.classification:Classification",
     "language_model": "train.tasks.language_model:LanguageModel",
     "diffusion": "train.tasks.diffusion:Diffusion",
+    "translation": "train.tasks.translation:Translation",
 }
 
 
