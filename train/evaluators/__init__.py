@@ -25,6 +25,7 @@ EVALUATORS: dict[str, str] = {
     "metrics": "train.evaluators.metrics:Metrics",
     "unigram_baseline": "train.evaluators.unigram:UnigramBaseline",
     "sample_quality": "train.evaluators.sample_quality:SampleQuality",
+    "adversarial": "train.evaluators.adversarial:Adversarial",
 }
 COMMON_FIELDS = ("type", "split", "preprocess", "every", "batch_size", "max_batches", "prefix")
 DEFAULT_NAME = "default"  # its metrics keep the plain `eval/<metric>` keys
