@@ -147,6 +147,15 @@ def write_examples(ex: dict[str, np.ndarray], path: str, eps: float, norm: str,
         image_grid(rows, path)
 
 
+def describe(evaluator) -> str:
+    """The attack in words: FGSM where PGD reduces to it, else PGD-steps and its settings."""
+    step = evaluator.step_size or 2.5 / evaluator.steps
+    if evaluator.steps == 1 and evaluator.restarts == 1 and not evaluator.random_init and step >= 1:
+        return "FGSM" if evaluator.norm == "linf" else "FGM (L2)"
+    return (f"PGD-{evaluator.steps}, {evaluator.restarts} restart(s), step {step:g} x budget"
+            f"{', random start' if evaluator.random_init else ''}")
+
+
 def cmd_attack(args: list[str], flags) -> int:
     """Robust accuracy per budget of the newest checkpoint, and its figures, into DIR/attack/."""
     import jax
@@ -169,14 +178,13 @@ def cmd_attack(args: list[str], flags) -> int:
         return 0
     out = os.path.join(workdir, "attack")
     os.makedirs(out, exist_ok=True)
-    attack = (f"PGD-{evaluator.steps}, {evaluator.restarts} restart(s), step "
-              f"{evaluator.step_size or 2.5 / evaluator.steps:g} x budget"
-              f"{', random start' if evaluator.random_init else ''}")
+    attack = describe(evaluator)
     header = (f"Robust accuracy of {workdir} (checkpoint {step}) on the first {count} examples of "
               f"{evaluator.split}; {attack}; inputs in {list(exp.task.input_range)}.")
     rows = table_rows(evaluator, clean, robust, count)
     text = write_table(rows, out, header)
-    write_curve(rows, os.path.join(out, "robustness.png"), f"{os.path.basename(os.path.abspath(workdir))}: {attack}")
+    write_curve(rows, os.path.join(out, "robustness.png"),
+                f"{os.path.basename(os.path.abspath(workdir))} (step {step})\n{attack}")
     write_examples(examples, os.path.join(out, "examples.png"), max(evaluator.budgets), evaluator.norm,
                    exp.task.input_range)
     print(text + f"\nstrata: wrote {out}/robustness.md, robustness.csv, robustness.png, examples.png",
