@@ -99,7 +99,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.explain.num_examples = 8     # rows of DIR/explain/attributions.png
     c.explain.smoothgrad_samples = 32
     c.explain.smoothgrad_sigma = 0.15  # noise std as a fraction of task.input_range (paper: 0.1-0.2)
-    c.explain.ig_steps = 64        # Integrated Gradients: midpoint-rule points on the path
+    c.explain.ig_steps = 256       # Integrated Gradients: midpoint-rule points on the path (64 left a
+                                   # 7% completeness gap on digits_resnet, 256 one of 0.4%)
     c.explain.ig_baseline = "low"  # low (task.input_range's low end: black) | zeros
     c.explain.seed = 0
 
