@@ -14,7 +14,7 @@ from train import checks
 DEFAULT_WORKDIR = "runs/default"  # bare `python run.py` trains the default config here
 
 
-# Overrides that `eval` and `sample` apply to the run's saved config (the rest of it
+# Overrides that `eval`, `sample`, `attack` and `explain` apply to the run's saved config (the rest of it
 # describes the trained model and stays as it was).
 POST_TRAINING_SECTIONS = ("sample.", "evals.", "attack.", "explain.", "data.data_dir",
                           "train.eval_batch_size", "train.eval_max_batches")
@@ -28,7 +28,7 @@ def workdir_flag(flags, default: str | None) -> str:
 
 
 def saved_config(workdir: str, overrides: dict | None = None,
-                 defaults: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
+                 defaults: dict | None = None) -> ml_collections.ConfigDict:
     """The resolved config that `train` wrote into `workdir`, with the command line's
     `--config.KEY=VALUE` `overrides` of sampling and evaluation settings applied. Top-level
     sections of `defaults` that the saved config lacks (a run trained before they existed,
@@ -44,7 +44,7 @@ def saved_config(workdir: str, overrides: dict | None = None,
             config[section] = ml_collections.ConfigDict(defaults[section].to_dict())
     for key, value in (overrides or {}).items():
         if not key.startswith(POST_TRAINING_SECTIONS):
-            raise ConfigError(f"--config.{key} cannot change a trained run; eval and sample take "
+            raise ConfigError(f"--config.{key} cannot change a trained run; eval, sample, attack and explain take "
                               f"overrides of {', '.join(s.rstrip('.') + ('.*' if s.endswith('.') else '') for s in POST_TRAINING_SECTIONS)}.")
         *parents, last = key.split(".")
         node = config
@@ -86,7 +86,7 @@ def cmd_train(args: list[str], flags) -> int:
 
 
 def experiment_and_state(workdir: str, overrides: dict,
-                         defaults: ml_collections.ConfigDict | None = None):
+                         defaults: dict | None = None):
     """The run's Experiment (read-only: a run may be training there), the newest checkpoint
     that can be read and its step; unreadable ones are skipped with a warning, not moved."""
     from train.loop import Experiment
