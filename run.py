@@ -11,6 +11,8 @@
     python run.py prepare NAME [--data_dir DIR] [--manual_dir DIR]  # any TFDS dataset -> ArrayRecord
     python run.py inspect DIR                      # checkpoints: step, metrics, size, params
     python run.py export  --workdir DIR --format hf --out PATH  # a folder transformers loads
+    python run.py attack  --workdir DIR            # robust accuracy per budget + figures -> DIR/attack/
+    python run.py explain --workdir DIR            # attribution maps -> DIR/explain/
 
 Mistakes in the command line or config end in one line on stderr and exit code 2;
 set STRATA_DEBUG=1 to see the traceback instead.

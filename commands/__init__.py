@@ -18,9 +18,11 @@ COMMANDS: dict[str, str] = {
     "prepare": "commands.prepare:cmd_prepare",
     "inspect": "commands.inspect_run:cmd_inspect",
     "export": "commands.export:cmd_export",
+    "attack": "commands.attack:cmd_attack",
+    "explain": "commands.explain:cmd_explain",
 }
 # Verbs that use devices: jax.distributed starts before anything touches one.
-DISTRIBUTED = ("train", "eval", "sample")
+DISTRIBUTED = ("train", "eval", "sample", "attack", "explain")
 
 
 def dispatch(command: str, args: list[str], flags) -> int:

@@ -14,32 +14,38 @@ from train import checks
 DEFAULT_WORKDIR = "runs/default"  # bare `python run.py` trains the default config here
 
 
-# Overrides that `eval` and `sample` apply to the run's saved config (the rest of it
+# Overrides that `eval`, `sample`, `attack` and `explain` apply to the run's saved config (the rest of it
 # describes the trained model and stays as it was).
-POST_TRAINING_SECTIONS = ("sample.", "evals.", "data.data_dir", "train.eval_batch_size",
-                          "train.eval_max_batches")
+POST_TRAINING_SECTIONS = ("sample.", "evals.", "attack.", "explain.", "data.data_dir",
+                          "train.eval_batch_size", "train.eval_max_batches")
 
 
-def _workdir(flags, default: str | None) -> str:
+def workdir_flag(flags, default: str | None) -> str:
     workdir = flags.workdir or default
     if not workdir:
         raise ConfigError("--workdir is required for this command, e.g. --workdir runs/NAME.")
     return workdir
 
 
-def saved_config(workdir: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
+def saved_config(workdir: str, overrides: dict | None = None,
+                 defaults: dict | None = None) -> ml_collections.ConfigDict:
     """The resolved config that `train` wrote into `workdir`, with the command line's
-    `--config.KEY=VALUE` `overrides` of sampling and evaluation settings applied."""
+    `--config.KEY=VALUE` `overrides` of sampling and evaluation settings applied. Top-level
+    sections of `defaults` that the saved config lacks (a run trained before they existed,
+    e.g. `attack`) are taken from it."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise ConfigError(f"{workdir} has no config.json; train there first "
                           f"(python run.py train --config ... --workdir {workdir}).")
     with open(path) as f:
         config = ml_collections.ConfigDict(json.load(f))
+    for section in (defaults or {}):
+        if section not in config:
+            config[section] = ml_collections.ConfigDict(defaults[section].to_dict())
     for key, value in (overrides or {}).items():
         if not key.startswith(POST_TRAINING_SECTIONS):
             allowed = ", ".join(s + "*" if s.endswith(".") else s for s in POST_TRAINING_SECTIONS)
-            raise ConfigError(f"--config.{key} cannot change a trained run; eval and sample take "
+            raise ConfigError(f"--config.{key} cannot change a trained run; eval, sample, attack and explain take "
                               f"overrides of {allowed} only.")
         *parents, last = key.split(".")
         node = config
@@ -50,7 +56,7 @@ def saved_config(workdir: str, overrides: dict | None = None) -> ml_collections.
     return config
 
 
-def _overrides(flags) -> dict:
+def overrides(flags) -> dict:
     """The `--config.KEY=VALUE` pairs given on the command line."""
     return dict(flags["config"].override_values)
 
@@ -80,11 +86,12 @@ def cmd_train(args: list[str], flags) -> int:
     return 0
 
 
-def _experiment_and_state(workdir: str, overrides: dict):
-    """The run's Experiment (read-only: a run may be training there) and the newest
-    checkpoint that can be read; unreadable ones are skipped with a warning, not moved."""
+def experiment_and_state(workdir: str, overrides: dict,
+                         defaults: dict | None = None):
+    """The run's Experiment (read-only: a run may be training there), the newest checkpoint
+    that can be read and its step; unreadable ones are skipped with a warning, not moved."""
     from train.loop import Experiment
-    config = saved_config(workdir, overrides)
+    config = saved_config(workdir, overrides, defaults)
     exp = Experiment(config, workdir, read_only=True)
     steps = exp.checkpointer.all_steps()
     if not steps:
@@ -103,8 +110,8 @@ def _experiment_and_state(workdir: str, overrides: dict):
 
 def cmd_eval(args: list[str], flags) -> int:
     """Every evaluator of the run on its newest readable checkpoint; prints one JSON line."""
-    workdir = _workdir(flags, args[0] if args else None)
-    exp, state, step = _experiment_and_state(workdir, _overrides(flags))
+    workdir = workdir_flag(flags, args[0] if args else None)
+    exp, state, step = experiment_and_state(workdir, overrides(flags))
     try:
         metrics = exp.evaluate(state)
     finally:
@@ -118,8 +125,8 @@ def cmd_sample(args: list[str], flags) -> int:
     diffusion); `--config.sample.seed` makes it reproducible. Sampled images are judged by
     the run's sample-quality evaluator, when it has one."""
     import jax
-    workdir = _workdir(flags, args[0] if args else None)
-    exp, state, step = _experiment_and_state(workdir, _overrides(flags))
+    workdir = workdir_flag(flags, args[0] if args else None)
+    exp, state, step = experiment_and_state(workdir, overrides(flags))
     try:
         settings = exp.config.sample
         exp.task.check_sampling(settings)

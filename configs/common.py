@@ -102,6 +102,33 @@ def base_config() -> ml_collections.ConfigDict:
     c.sample.guidance = 1.0        # diffusion: classifier-free guidance (1 = plain conditional)
     c.sample.per_class = 10        # diffusion: columns of the PNG grid (one row per class)
 
+    # `run.py attack`: robust accuracy of a trained classifier under PGD, one row per budget
+    # (train/limits/attacks.py; the `adversarial` evaluator takes the same fields). Budgets
+    # are ball radii in the model's input units after preprocessing, inside task.input_range
+    # (digits: [-1, 1], so 0.1 is 5% of the range per pixel for linf).
+    c.attack = ml_collections.ConfigDict()
+    c.attack.norm = "linf"         # linf | l2
+    c.attack.budgets = (0.02, 0.05, 0.1, 0.2, 0.3)
+    c.attack.steps = 20            # PGD steps per restart (steps=1, step_size=1, random_init=False: FGSM)
+    c.attack.step_size = 0.0       # per step, as a fraction of the budget; 0 = 2.5 / steps
+    c.attack.restarts = 1          # random restarts; the worst case per example is kept
+    c.attack.random_init = True    # start each restart at a random point of the ball
+    c.attack.num_examples = 0      # the first N examples of data.eval_split; 0 = all of them
+    c.attack.batch_size = 0        # 0 = train.eval_batch_size, else train.batch_size
+    c.attack.grid_examples = 8     # rows of DIR/attack/examples.png (at the largest budget)
+    c.attack.seed = 0              # random starts: the same seed gives the same numbers
+
+    # `run.py explain`: attribution maps of the first examples of data.eval_split
+    # (train/limits/attributions.py), for the predicted class.
+    c.explain = ml_collections.ConfigDict()
+    c.explain.num_examples = 8     # rows of DIR/explain/attributions.png
+    c.explain.smoothgrad_samples = 32
+    c.explain.smoothgrad_sigma = 0.15  # noise std as a fraction of task.input_range (paper: 0.1-0.2)
+    c.explain.ig_steps = 256       # Integrated Gradients: midpoint-rule points on the path (64 left a
+                                   # 7% completeness gap on digits_resnet, 256 one of 0.4%)
+    c.explain.ig_baseline = "low"  # low (task.input_range's low end: black) | zeros
+    c.explain.seed = 0
+
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.keep = 3
     c.checkpoint.best_metric = ""  # e.g. "eval/accuracy": also keep the best checkpoint

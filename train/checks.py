@@ -22,7 +22,7 @@ BELOW_ONE_KEYS = ("train.ema_decay", "optimizer.b1", "optimizer.b2")  # decay ra
 # Keys that change nothing about the training numbers, so a resume may change them freely.
 RESUME_FREE_KEYS = ("train.progress", "data.num_threads", "data.data_dir", "checkpoint.async_save",
                     "checkpoint.init_from", "checkpoint.init_strict")  # init_*: only for a fresh start
-RESUME_FREE_SECTIONS = ("sample.",)  # read only by run.py sample
+RESUME_FREE_SECTIONS = ("sample.", "attack.", "explain.")  # read only by run.py sample|attack|explain
 
 
 def _get(config: ml_collections.ConfigDict, dotted: str):

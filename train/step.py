@@ -90,9 +90,15 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module, task: Task,
     return new, metrics
 
 
+def eval_apply(model: nn.Module, state: TrainState):
+    """The `apply` of evaluation: eval mode, the EMA parameters when kept. Evaluators and
+    the `attack`/`explain` verbs run (and differentiate) the model through it."""
+    return _make_apply(model, state.eval_params(), state.model_state, False, None)
+
+
 def eval_step(state: TrainState, batch: Batch, *, model: nn.Module, task: Task):
     """Masked metric sums on one eval batch, with the EMA parameters when kept."""
-    apply = _make_apply(model, state.eval_params(), state.model_state, False, None)
+    apply = eval_apply(model, state)
     return task.eval_sums(apply, batch, jax.random.fold_in(state.rng, 2**31 - 1))
 
 

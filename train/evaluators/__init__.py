@@ -27,6 +27,7 @@ EVALUATORS: dict[str, str] = {
     "sample_quality": "train.evaluators.sample_quality:SampleQuality",
     "fid": "train.evaluators.fid:FID",
     "translation": "train.evaluators.translation:TranslationQuality",
+    "adversarial": "train.evaluators.adversarial:Adversarial",
 }
 COMMON_FIELDS = ("type", "split", "preprocess", "every", "batch_size", "max_batches", "prefix")
 DEFAULT_NAME = "default"  # its metrics keep the plain `eval/<metric>` keys

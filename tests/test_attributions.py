@@ -1,0 +1,60 @@
+"""Attributions (train/limits/attributions.py): the mathematics each method promises."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from train.limits import attributions as attr
+
+
+def mlp(seed=0, dim=64, hidden=32, classes=10):
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+    w1 = jax.random.normal(k1, (dim, hidden)) / np.sqrt(dim)
+    w2 = jax.random.normal(k2, (hidden, classes)) / np.sqrt(hidden)
+    b1 = jax.random.normal(k3, (hidden,))
+    return lambda x: jnp.tanh(x.reshape(x.shape[0], -1) @ w1 + b1[None]) @ w2
+
+
+def inputs(shape=(6, 8, 8, 1), seed=1):
+    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+    return jax.random.uniform(k1, shape, minval=-1.0, maxval=1.0), jax.random.randint(k2, shape[:1], 0, 10)
+
+
+def test_gradients_of_a_linear_model_are_its_weights():
+    w = jax.random.normal(jax.random.PRNGKey(0), (64, 10))
+    b = jnp.arange(10.0)
+    fn = lambda x: x.reshape(x.shape[0], -1) @ w + b[None]  # noqa: E731
+    x, targets = inputs()
+    grads = attr.vanilla_gradients(fn, x, targets)
+    assert grads.shape == x.shape
+    np.testing.assert_allclose(grads.reshape(6, 64), w.T[targets], rtol=1e-6)
+    # and Integrated Gradients of a linear model are exactly (x - baseline) * weights
+    ig = attr.integrated_gradients(fn, x, targets, baseline=-jnp.ones_like(x), steps=3)
+    np.testing.assert_allclose(ig.reshape(6, 64), (x.reshape(6, 64) + 1) * w.T[targets], rtol=1e-5)
+
+
+def test_integrated_gradients_are_complete_for_a_smooth_model():
+    fn = mlp()
+    x, targets = inputs()
+    for baseline in (jnp.zeros_like(x), jnp.full_like(x, -1.0)):
+        ig = jax.jit(lambda x, t, b: attr.integrated_gradients(fn, x, t, baseline=b, steps=128))(
+            x, targets, baseline)
+        gap = attr.target_logits(fn, x, targets) - attr.target_logits(fn, baseline, targets)  # (B,)
+        assert float(jnp.abs(gap).max()) > 0.2  # a real difference to account for
+        np.testing.assert_allclose(ig.reshape(6, -1).sum(1), gap, atol=2e-4)
+    # too few steps leave a visible gap: the test can fail
+    coarse = attr.integrated_gradients(fn, x, targets, baseline=jnp.full_like(x, -1.0), steps=1)
+    assert float(jnp.abs(coarse.reshape(6, -1).sum(1) - gap).max()) > 1e-3
+
+
+def test_smoothgrad_with_sigma_zero_is_the_vanilla_gradient_and_noise_changes_it():
+    fn = mlp()
+    x, targets = inputs()
+    vanilla = attr.vanilla_gradients(fn, x, targets)
+    zero = attr.smoothgrad(fn, x, targets, jax.random.PRNGKey(0), samples=4, sigma=0.0)
+    np.testing.assert_allclose(zero, vanilla, rtol=1e-6, atol=1e-7)
+    noisy = attr.smoothgrad(fn, x, targets, jax.random.PRNGKey(0), samples=64, sigma=0.5)
+    assert float(jnp.abs(noisy - vanilla).max()) > 1e-3
+    # the mean of many noisy gradients: two seeds agree far better than single draws do
+    other = attr.smoothgrad(fn, x, targets, jax.random.PRNGKey(1), samples=64, sigma=0.5)
+    single = [attr.smoothgrad(fn, x, targets, jax.random.PRNGKey(k), samples=1, sigma=0.5) for k in (0, 1)]
+    assert float(jnp.abs(noisy - other).mean()) < float(jnp.abs(single[0] - single[1]).mean()) / 3
