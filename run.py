@@ -52,8 +52,17 @@ flags.DEFINE_integer("process_id", None, "This process's index in a multi-proces
 flags.DEFINE_integer("parallel", 1, "sweep: trials run at once.")
 flags.DEFINE_integer("seeds", 1, "sweep: seeds per trial.")
 flags.DEFINE_bool("print_commands", False, "sweep: print one `run.py train` command per trial instead.")
-flags.DEFINE_enum("launcher", "local", ["local", "slurm"],
-                  "sweep: run the trials here (local) or submit them as one SLURM job array (slurm).")
+flags.DEFINE_enum("launcher", "local", ["local", "slurm", "tpu-vm", "gke"],
+                  "sweep: run the trials here (local), submit them as one SLURM job array (slurm), or write "
+                  "Cloud TPU VM commands (tpu-vm) or GKE JobSet manifests (gke) into --workdir.")
+flags.DEFINE_string("cloud_workdir", None, "sweep --launcher tpu-vm/gke: gs://BUCKET/PATH; trial workdirs live under it.")
+flags.DEFINE_string("tpu_name", None, "sweep --launcher tpu-vm: the TPU VM (pod slice) name.")
+flags.DEFINE_string("tpu_zone", None, "sweep --launcher tpu-vm: its zone, e.g. us-central2-b.")
+flags.DEFINE_string("tpu_project", None, "sweep --launcher tpu-vm: its GCP project (default: gcloud's).")
+flags.DEFINE_string("gke_image", None, "sweep --launcher gke: the container image holding this repository.")
+flags.DEFINE_string("gke_tpu_type", None, "sweep --launcher gke: TPU accelerator, e.g. tpu-v5-lite-podslice.")
+flags.DEFINE_string("gke_tpu_topology", None, "sweep --launcher gke: TPU topology, e.g. 2x4.")
+flags.DEFINE_integer("gke_chips_per_host", 4, "sweep --launcher gke: TPU chips per host (node).")
 flags.DEFINE_string("status", None, "sweep: print each trial of the sweep in DIR as queued, running, done or failed.")
 flags.DEFINE_string("slurm_partition", None, "sweep --launcher slurm: the partition (default: the cluster's).")
 flags.DEFINE_string("slurm_time", None, "sweep --launcher slurm: time limit per trial, e.g. 4:00:00.")

@@ -80,6 +80,16 @@ def array_spec(indices: list[int], max_parallel: int | None) -> str:
     return ",".join(parts) + (f"%{max_parallel}" if max_parallel else "")
 
 
+def _directive(option: str) -> str:
+    """`--name=value` as an #SBATCH directive: sbatch splits these at spaces unless the value
+    is in double quotes (which it takes literally, `$(...)` included; it has no escape for `"`)."""
+    name, _, value = option.partition("=")
+    if '"' in value or "\n" in value:
+        raise ConfigError(f"{name} {value!r}: SLURM batch directives cannot hold a double quote or a "
+                          "newline; choose another --workdir (or working directory).")
+    return f'{name}="{value}"' if re.search(r"[\s'`$;&|<>()\\]", value) else option
+
+
 def batch_script(sweep_dir: str, trials: list[tuple[str, list[str]]], spec: str, flags) -> str:
     """The batch script of one submission: array task i runs trial i's train command
     (`trials`: (workdir, run.py arguments) in sweep.json's order)."""
@@ -98,7 +108,7 @@ def batch_script(sweep_dir: str, trials: list[tuple[str, list[str]]], spec: str,
 # Strata sweep {sweep_dir}: array task i runs trial i of sweep.json, exactly its
 # `run.py train` command, logging to <trial>/train.log. Written and submitted by
 #   python run.py sweep ... --launcher slurm   (resubmit by rerunning that command)
-{chr(10).join('#SBATCH ' + o for o in options)}
+{chr(10).join('#SBATCH ' + _directive(o) for o in options)}
 set -u
 case "${{SLURM_ARRAY_TASK_ID:?submit this script with sbatch --array}}" in
 {cases}

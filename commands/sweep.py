@@ -21,6 +21,7 @@ import datetime
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -151,10 +152,21 @@ def cmd_sweep(args: list[str], flags) -> int:
         raise ConfigError("--parallel and --seeds must be at least 1.")
     config_file = flags["config"].config_filename
     common = dict(flags["config"].override_values)  # --config.K=V given to the sweep: every trial's
+    checks.check_scheme(flags.workdir)
+    cloud = flags.launcher in ("tpu-vm", "gke")
+    if cloud:
+        from commands import gke, tpu
+        (tpu if flags.launcher == "tpu-vm" else gke).check_flags(flags)
+        checks.check_scheme(flags.cloud_workdir)
+        if not flags.cloud_workdir.startswith(("gs://", "/")):
+            raise ConfigError(f"--cloud_workdir must be gs://BUCKET/PATH or an absolute path that "
+                              f"every worker sees (a gcsfuse mount), got {flags.cloud_workdir!r}.")
+    elif flags.cloud_workdir:
+        raise ConfigError("--cloud_workdir is for --launcher tpu-vm or gke.")
     declared = load_sweep(config_file)
     jobs = []
     for t in expand(declared, flags.config.seed, flags.seeds):
-        workdir = os.path.join(flags.workdir, t.name)
+        workdir = (flags.cloud_workdir.rstrip("/") + "/" + t.name) if cloud else os.path.join(flags.workdir, t.name)
         args = train_args(config_file, workdir, {**common, **t.overrides, "seed": t.seed})
         jobs.append((t, workdir, args, trial_config(flags.config, t.overrides, t.seed)))
     checks.check_workdir(flags.workdir)
@@ -171,6 +183,15 @@ def cmd_sweep(args: list[str], flags) -> int:
     def say(message: str) -> None:
         print(f"strata: sweep: {message}", file=sys.stderr, flush=True)
 
+    if cloud:
+        named = [(t.name, a) for t, _, a, _ in jobs]
+        if flags.launcher == "tpu-vm":
+            print(f"strata: sweep: wrote {len(named)} TPU VM command(s); run them: "
+                  f"bash {shlex.quote(tpu.write(flags.workdir, named, flags))}")
+        else:
+            print(f"strata: sweep: wrote {len(named)} JobSet manifest(s); run them: "
+                  f"kubectl apply -f {shlex.quote(gke.write(flags.workdir, named, flags) + '/')}")
+        return 0
     if flags.launcher == "slurm":
         return slurm.submit(flags.workdir, jobs, flags, say, is_finished=is_finished,
                             prepare_data=_prepare_data)

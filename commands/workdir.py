@@ -70,6 +70,9 @@ def cmd_train(args: list[str], flags) -> int:
                           "set with --config.KEY=VALUE.")
     bare = flags.workdir is None
     workdir = flags.workdir or DEFAULT_WORKDIR
+    if checks.check_scheme(workdir):  # before anything is built or written
+        raise ConfigError(f"--workdir {workdir}: bucket workdirs are not supported by train yet; "
+                          "mount the bucket (gcsfuse BUCKET /gcs/BUCKET) and pass /gcs/BUCKET/PATH.")
     # Order: the config's own values, then names and devices, then the workdir; so each
     # mistake is reported as itself, and nothing in the workdir is touched before all pass.
     checks.check_config(config)

@@ -251,3 +251,26 @@ def test_preempted_trials_save_requeue_and_end_like_an_uninterrupted_one(slurm, 
     final = lambda w: read_state(os.path.join(w, "checkpoints", "60", "state"))  # noqa: E731
     for x, y in zip(jax.tree.leaves(final(hit)), jax.tree.leaves(final(reference))):
         assert np.asarray(x).tobytes() == np.asarray(y).tobytes()
+
+
+def test_sweep_values_reach_slurm_trials_literally(slurm, tfds_dir, tmp_path):
+    """A workdir and a sweep value holding `$(...)`, backticks, quotes and spaces are
+    passed to each trial's run.py as written, never run by a shell."""
+    import uuid
+    marker = str(tmp_path / f"PWNED_{uuid.uuid4().hex}")
+    prompt = f"a$(touch {marker})b `touch {marker}` 'q' \"d\" ; touch {marker}"
+    sweep_dir = str(tmp_path / f"sw x$(touch {marker})")
+    r = run_cli("sweep", "--config", SWEEP, "--workdir", sweep_dir, "--launcher", "slurm",
+                "--slurm_time", "10", "--slurm_cpus_per_task", "1", f"--config.sample.prompt={prompt}",
+                env={"TFDS_DATA_DIR": tfds_dir, "JAX_PLATFORMS": "cpu"})
+    assert r.returncode == 0, r.stderr
+    [job] = _jobs(sweep_dir)
+    try:
+        rows = _wait_for(sweep_dir, {"done", "failed", "interrupted", "not started"})
+        assert [state for _, state, _ in rows] == ["done", "done"], rows
+    finally:
+        subprocess.run(["scancel", job["job_id"]], check=False)
+    for name in TRIALS:
+        with open(os.path.join(sweep_dir, name, "config.json")) as f:
+            assert json.load(f)["sample"]["prompt"] == prompt
+    assert not os.path.exists(marker)

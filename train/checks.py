@@ -103,8 +103,24 @@ def check_buildable(config: ml_collections.ConfigDict) -> None:
         sharding.check_batch(evaluator.batch_size, mesh, what=f"evals.{evaluator.name}.batch_size")
 
 
+REMOTE_SCHEMES = ("gs",)  # workdirs run.py may be given as URLs (gs://BUCKET/PATH)
+
+
+def check_scheme(workdir: str) -> bool:
+    """True for a gs:// URL; False for a local path; one line for an unknown scheme."""
+    scheme, sep, _ = workdir.partition("://")
+    if not sep:
+        return False
+    if scheme not in REMOTE_SCHEMES:
+        raise ConfigError(f"workdir {workdir!r} has unknown scheme {scheme!r}://; use a local path "
+                          f"or one of: {', '.join(s + '://' for s in REMOTE_SCHEMES)}.")
+    return True
+
+
 def check_workdir(workdir: str) -> None:
-    """The workdir must be a directory we can write (created if missing)."""
+    """The workdir must be a directory we can write (created if missing), or a gs:// URL."""
+    if check_scheme(workdir):
+        return
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise ConfigError(f"workdir {workdir!r} is a file, not a directory; choose another --workdir.")
     try:
