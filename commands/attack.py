@@ -169,7 +169,7 @@ def cmd_attack(args: list[str], flags) -> int:
         evaluator = build_evaluator(exp.config)
         sharding.check_batch(evaluator.batch_size, exp.mesh, what="attack.batch_size")
         evaluator.check(exp.task, exp.source)
-        source = First(exp.source(evaluator.split), settings.num_examples)
+        source = First(exp.source(evaluator.split, evaluator.preprocess), settings.num_examples)
         clean, robust, count = evaluator.measure(exp.eval_context(state), source)
         examples = grid_examples(exp, state, evaluator, source, settings.grid_examples)
     finally:

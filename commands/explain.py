@@ -94,7 +94,8 @@ def cmd_explain(args: list[str], flags) -> int:
             raise ConfigError(f"run.py explain needs a classification task, got {type(exp.task).__name__}.")
         dp = sharding.data_parallel_size(exp.mesh)
         batch_size = -(-s.num_examples // dp) * dp  # the examples, rounded up to the devices
-        source = First(exp.source(exp.config.data.eval_split), s.num_examples)
+        source = First(exp.source(exp.config.data.eval_split, exp.config.data.eval_preprocess),
+                       s.num_examples)
         local = next(pipeline.eval_batches(source, global_batch_size=batch_size,
                                            preprocess=exp.config.data.eval_preprocess,
                                            process_index=jax.process_index(),

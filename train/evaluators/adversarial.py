@@ -100,5 +100,5 @@ class Adversarial(Evaluator):
         return float(totals["clean"]) / count, robust, int(totals["count"])
 
     def run(self, ctx: EvalContext) -> dict[str, float]:
-        clean, robust, _ = self.measure(ctx, ctx.source(self.split))
+        clean, robust, _ = self.measure(ctx, ctx.source(self.split, self.preprocess))
         return {"accuracy": clean, **dict(zip(self.keys(), robust))}
