@@ -72,8 +72,9 @@ def test_an_evaluator_that_cannot_serve_the_task_is_refused(tfds_dir, tmp_path):
 
 
 def _configs() -> list:
-    """Every config; those on datasets that are not embedded (recipes for ImageNet, CIFAR,
-    WMT, ...) run on TFDS mock data and are marked heavy (full-size inputs)."""
+    """Every config, marked heavy (`make test-heavy`, CI's second step: ~20 configs of
+    compilation); those on datasets that are not embedded (recipes for ImageNet, CIFAR,
+    WMT, ...) run on TFDS mock data at full size."""
     from data import sources
     out = []
     for path in sorted(glob.glob(os.path.join(REPO, "configs", "*.py"))):
@@ -82,7 +83,7 @@ def _configs() -> list:
             continue
         data = importlib.import_module(f"configs.{name}").get_config("runlocal").data.name
         embedded = data.split(":")[0].split("/")[0] in sources.EMBEDDED
-        out.append(pytest.param(name, embedded, marks=() if embedded else pytest.mark.heavy, id=name))
+        out.append(pytest.param(name, embedded, marks=pytest.mark.heavy, id=name))
     return out
 
 
