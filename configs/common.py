@@ -41,6 +41,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.inputs_key = ""         # sequence pairs (translation): the source text feature
     c.data.targets_key = ""        # sequence pairs: the target text feature; "" = not pairs
     c.data.pack = True             # sequence pairs: pack several examples per row of seq_len
+    c.data.pack_documents = False  # language models: rows of whole documents packed with segment
+                                   # ids and positions (Flax LM1B, MaxText) instead of windows over
+                                   # the documents joined by eos (nanoGPT); needs a tokenizer path
     c.data.num_threads = 2         # Grain reader threads
     c.data.in_memory_max_mb = 256  # train split held in memory as arrays if its files are <= this (0 = never)
 

@@ -11,6 +11,14 @@ Examples are windows {"tokens": (T + 1,)}: the model reads tokens[:, :-1] and is
 on tokens[:, 1:]. With byte tokens (vocab_size=256) one token is one byte, so the loss
 in bits per token, loss / ln 2, is bits per byte.
 
+Packed rows of documents (data/packing.py PackedDocuments) add "tokens_segmentation" and
+"tokens_positions" (T + 1,): the model gets the first T of each (`segmentation=`,
+`segment_positions=`), and target t is scored only where it lies in the same segment as
+the token that predicts it: padding (segment 0) and the target across a boundary (a
+document's last token, its eos, followed by the next document's first token) are not.
+The loss is then the mean over the scored tokens, so a packed row costs what its
+documents cost run one by one.
+
 Sampling feeds the prompt once, then each new token alone through the cache (`advance`,
 jitted once per input length); a GPT whose cache (max_len positions) is full slides its
 window to the last max_len // 2 tokens (see `generate`).
@@ -49,24 +57,42 @@ class LanguageModel(Task):
     def init_args(self, batch: Batch):
         return (batch[self.input_key][:, :-1],), {}
 
-    def _losses(self, apply: ApplyFn, batch: Batch) -> tuple[jax.Array, jax.Array, dict]:
+    def _losses(self, apply: ApplyFn, batch: Batch) -> tuple[jax.Array, jax.Array, Any, dict]:
+        """(B, T) losses and correct flags, the (B, T) float weights of the scored targets
+        (None for windows: all of them), the new model state."""
         tokens = batch[self.input_key]                   # (B, T + 1)
-        logits, new_state = apply(tokens[:, :-1])        # (B, T, V)
+        segments = batch.get(f"{self.input_key}_segmentation")
+        packing, weights = {}, None
+        if segments is not None:                         # packed documents
+            packing = dict(segmentation=segments[:, :-1],
+                           segment_positions=batch[f"{self.input_key}_positions"][:, :-1])
+            same = (segments[:, 1:] == segments[:, :-1]) & (segments[:, 1:] > 0)
+            weights = same.astype(jnp.float32)           # (B, T)
+        logits, new_state = apply(tokens[:, :-1], **packing)  # (B, T, V)
         targets = tokens[:, 1:]                          # (B, T)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # (B, T)
         correct = jnp.argmax(logits, -1) == targets      # (B, T)
-        return losses, correct, new_state
+        return losses, correct, weights, new_state
 
     def loss(self, apply: ApplyFn, batch: Batch, rng: jax.Array) -> tuple[jax.Array, Metrics, dict]:
-        losses, correct, new_state = self._losses(apply, batch)
-        loss = losses.mean()
-        return loss, {"loss": loss, "accuracy": correct.mean()}, new_state
+        losses, correct, weights, new_state = self._losses(apply, batch)
+        if weights is None:
+            loss, accuracy = losses.mean(), correct.mean()
+        else:
+            total = jnp.maximum(weights.sum(), 1.0)
+            loss, accuracy = jnp.sum(losses * weights) / total, jnp.sum(correct * weights) / total
+        return loss, {"loss": loss, "accuracy": accuracy}, new_state
 
     def eval_sums(self, apply: ApplyFn, batch: Batch, rng: jax.Array) -> EvalSums:
-        losses, correct, _ = self._losses(apply, batch)
-        mask = batch["mask"]  # every row has T tokens, so the row mean weights tokens equally
-        return {"loss": masked_mean_parts(losses, mask),
-                "accuracy": masked_mean_parts(correct, mask)}
+        losses, correct, weights, _ = self._losses(apply, batch)
+        mask = batch["mask"]
+        if weights is None:  # every row has T tokens, so the row mean weights tokens equally
+            return {"loss": masked_mean_parts(losses, mask),
+                    "accuracy": masked_mean_parts(correct, mask)}
+        weights = weights * mask[:, None]                # (B, T): scored tokens of real rows
+        total = weights.sum()
+        return {"loss": (jnp.sum(losses * weights), total),
+                "accuracy": (jnp.sum(correct * weights), total)}
 
     def finalize_eval(self, means: dict[str, float]) -> dict[str, float]:
         """Adds bits_per_byte (bits_per_token if the vocabulary is not bytes)."""
