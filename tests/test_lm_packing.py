@@ -152,3 +152,26 @@ def test_second_open_reads_the_cache_and_gives_identical_rows(kind, tmp_path):
     for j in range(len(first)):
         a, b = first[j], second[j]
         assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_tokenize_op_makes_fixed_rows_of_ids_eos_and_padding():
+    from data import ops
+    examples = [{"text": b"hi", "label": 1}, {"text": "zw\u00f6lf" * 3, "label": 0}]
+    batch = ops.apply("tokenize(key='text', max_len=6)|keep('text', 'label')", examples)
+    tok = tokenizer.Bytes()
+    assert batch["text"].shape == (2, 6) and batch["text"].dtype == np.int32
+    assert batch["text"][0].tolist() == list(tok.encode(b"hi")) + [tok.eos_id, 0, 0, 0]
+    assert batch["text"][1].tolist() == list(tok.encode("zw\u00f6lf".encode())[:6])  # cut to 6
+    assert batch["label"].tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("tokenize(key='text')", "max_len >= 1"),
+    ("tokenize(max_len=4, tokenizer='sentencepiece')", "existing tokenizer"),
+    ("tokenize(max_len=4, tokenizer='wordpiece')", "unknown tokenizer"),
+])
+def test_tokenize_op_mistakes_are_one_line(spec, message):
+    from data import ops
+    with pytest.raises(ConfigError, match=message) as e:
+        ops.parse(spec)
+    assert "\n" not in str(e.value)
