@@ -175,3 +175,25 @@ def test_tokenize_op_mistakes_are_one_line(spec, message):
     with pytest.raises(ConfigError, match=message) as e:
         ops.parse(spec)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.slow
+def test_lm1b_gpt_runlocal_trains_two_steps_on_packed_sentences(tfds_dir, tmp_path):
+    import json
+
+    from configs.lm1b_gpt import get_config
+    from data import sources
+    from train import checks, loop
+    c = get_config("runlocal")
+    c.data.data_dir = tfds_dir
+    c.train.steps, c.train.log_every, c.train.eval_every = 2, 1, 2
+    c.train.eval_max_batches, c.train.progress = 1, False
+    rows, _ = sources.open_split(c.data, c.data.train_split)
+    assert isinstance(rows, packing.PackedDocuments)
+    assert max(rows[j]["tokens_segmentation"].max() for j in range(20)) > 1  # rows hold several
+    checks.check_config(c)
+    checks.resolve(c)
+    last = loop.train(c, str(tmp_path))
+    lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+    assert [l["step"] for l in lines] == [1, 2]
+    assert np.isfinite(lines[-1]["train/loss"]) and np.isfinite(last["eval/loss"])
