@@ -197,3 +197,15 @@ def test_lm1b_gpt_runlocal_trains_two_steps_on_packed_sentences(tfds_dir, tmp_pa
     lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
     assert [l["step"] for l in lines] == [1, 2]
     assert np.isfinite(lines[-1]["train/loss"]) and np.isfinite(last["eval/loss"])
+
+
+def test_packing_for_a_model_without_segments_is_one_line():
+    from configs import text_gpt, text_lstm
+    from train import checks
+    c = text_lstm.get_config("runlocal")
+    c.data.pack_documents = True
+    with pytest.raises(ConfigError, match="pack_documents=True needs a model") as e:
+        checks.check_buildable(c)
+    assert "\n" not in str(e.value)
+    c.model = text_gpt.get_config("runlocal").model
+    checks.check_buildable(c)  # GPT takes segment ids

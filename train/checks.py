@@ -92,7 +92,8 @@ def check_buildable(config: ml_collections.ConfigDict) -> None:
     from train import sharding
     from train.evaluators import build_evaluators
     from train.tasks import build_task
-    build_model(**config.model)
+    model = build_model(**config.model)
+    _check_packing(config, model)
     task = build_task(**config.task)
     task.check_sampling(config.sample)
     if config.data.name.split(":")[0].split("/")[0] not in sources.EMBEDDED:
@@ -101,6 +102,17 @@ def check_buildable(config: ml_collections.ConfigDict) -> None:
     sharding.check_batch(config.train.batch_size, mesh)
     for evaluator in build_evaluators(config):
         sharding.check_batch(evaluator.batch_size, mesh, what=f"evals.{evaluator.name}.batch_size")
+
+
+def _check_packing(config: ml_collections.ConfigDict, model) -> None:
+    """Packed documents need a model that takes segment ids (GPT does; an RNN does not)."""
+    import inspect
+    if not config.data.pack_documents or config.data.targets_key:
+        return
+    if "segmentation" not in inspect.signature(type(model).__call__).parameters:
+        raise ConfigError(f"data.pack_documents=True needs a model that takes segment ids (e.g. "
+                          f"gpt); model {config.model.name!r} does not, so read windows "
+                          "(data.pack_documents=False).")
 
 
 REMOTE_SCHEMES = ("gs",)  # workdirs run.py may be given as URLs (gs://BUCKET/PATH)
