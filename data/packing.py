@@ -105,8 +105,7 @@ class PackedPairs:
                       else np.arange(self.num_examples))                       # (N,)
         # Every example is tokenised once (then read back from disk): (N + 1,) offsets into
         # a flat (total,) int32 array per side, eos appended (WMT14: ~1 GB, memory-mapped).
-        self.sides = [token_cache.TokenizedRecords(source, tokenizer, key, data_dir, split, dataset_id)
-                      for key in self.keys]
+        self.sides = token_cache.tokenized(source, tokenizer, self.keys, data_dir, split, dataset_id)
         lengths = np.stack([side.lengths[self.order] for side in self.sides], axis=1)  # (N, 2)
         self.truncated = int(np.sum(np.any(lengths > length, axis=1)))
         self.starts = cached_rows(
@@ -172,7 +171,7 @@ class PackedDocuments:
         if seq_len < 1:
             raise DataError("a tokenised language-model dataset needs data.seq_len > 0.")
         self.tokenizer, self.seq_len = tokenizer, seq_len
-        self.records = token_cache.TokenizedRecords(source, tokenizer, key, data_dir, split, dataset_id)
+        self.records, = token_cache.tokenized(source, tokenizer, (key,), data_dir, split, dataset_id)
         if self.records.chunked:
             raise ConfigError(
                 "data.pack_documents=True needs records that are documents, but this dataset "
@@ -221,7 +220,7 @@ class TokenWindows:
         if seq_len < 1:
             raise DataError("a tokenised language-model dataset needs data.seq_len > 0.")
         self.tokenizer, self.seq_len = tokenizer, seq_len
-        records = token_cache.TokenizedRecords(source, tokenizer, key, data_dir, split, dataset_id)
+        records, = token_cache.tokenized(source, tokenizer, (key,), data_dir, split, dataset_id)
         self.stream = records.flat                                        # (num_tokens,)
         self._len = max((len(self.stream) - 1) // seq_len, 0)
         if self._len == 0:
