@@ -209,3 +209,17 @@ def test_packing_for_a_model_without_segments_is_one_line():
     assert "\n" not in str(e.value)
     c.model = text_gpt.get_config("runlocal").model
     checks.check_buildable(c)  # GPT takes segment ids
+
+
+def test_accelerator_attention_takes_the_segment_mask_as_the_cpu_one_does():
+    """GPU/TPU run jax.nn.dot_product_attention with mask + is_causal; the CPU its einsum
+    form: the same values for a packed row's (B, 1, T, T) segment mask."""
+    from models import attention
+    q, k, v = jax.random.normal(jax.random.key(0), (3, 2, 6, 2, 4))         # (B, T, H, D) each
+    seg = jnp.asarray([[1, 1, 1, 2, 2, 0], [1, 2, 2, 2, 2, 2]])
+    mask = (seg[:, :, None] == seg[:, None, :])[:, None]                      # (B, 1, T, T)
+    cpu = attention._einsum_attention(q, k, v, mask, True)
+    fused = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True)
+    np.testing.assert_allclose(cpu, fused, atol=1e-5)
+    # Token 3 starts segment 2: it attends to itself only, so its output is its own value.
+    np.testing.assert_allclose(cpu[0, 3], v[0, 3], atol=1e-6)
