@@ -63,7 +63,7 @@ def greedy_rows(lengths: np.ndarray, length: int, pack: bool) -> np.ndarray:
     if not pack:
         return np.arange(len(lengths) + 1)
     starts, used = [0], [0] * lengths.shape[1]
-    for i, n in enumerate(lengths.tolist()):  # plain ints: ~20x faster than numpy per item
+    for i, n in enumerate(lengths.tolist()):  # plain ints: 4x less CPU than numpy per item
         if i > starts[-1] and any(u + m > length for u, m in zip(used, n)):
             starts.append(i)
             used = n
