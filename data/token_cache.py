@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from typing import Callable, Sequence
 
 import numpy as np
@@ -39,18 +40,28 @@ def cache_path(data_dir: str, kind: str, split: str, *identity) -> str:
     return os.path.join(data_dir, CACHE_DIR, f"{kind}-{split.replace('/', '_')}-{key}.npy")
 
 
-def save(path: str, array: np.ndarray) -> None:
-    """Writes `array` to `path` atomically (a temporary file, then a rename)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp.npy"
-    np.save(tmp, array)
-    os.replace(tmp, path)
+def save(path: str, array: np.ndarray) -> bool:
+    """Writes `array` to `path` atomically (a temporary file, then a rename); False, with a
+    note on stderr, where the directory cannot be written (a read-only data_dir): the
+    caller then keeps the array in memory and the next open builds it again."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp.npy"
+        np.save(tmp, array)
+        os.replace(tmp, path)
+        return True
+    except OSError as e:
+        print(f"strata: cannot keep {os.path.basename(path)} in {os.path.dirname(path)} "
+              f"({type(e).__name__}: {e.strerror}); using it from memory", file=sys.stderr, flush=True)
+        return False
 
 
 def cached_array(path: str, build: Callable[[], np.ndarray]) -> np.ndarray:
     """The array stored at `path` (memory-mapped), made by `build()` and stored first if absent."""
     if not os.path.isfile(path):
-        save(path, build())
+        array = build()
+        if not save(path, array):
+            return array
     return np.load(path, mmap_mode="r")
 
 
@@ -124,8 +135,9 @@ def tokenized(source: Sequence[dict], tokenizer, keys: Sequence[str], data_dir: 
     paths = [[cache_path(data_dir, kind, split, *identity) for kind in ("tokens", "offsets")]
              for identity in identities]
     if not all(os.path.isfile(p) for pair in paths for p in pair):
-        for (flat, offsets), (tokens_path, offsets_path) in zip(_tokenize(source, tokenizer, keys), paths):
-            save(tokens_path, flat)
-            save(offsets_path, offsets)  # last: its presence means both are complete
+        built = _tokenize(source, tokenizer, keys)
+        # offsets last: its presence means both are complete
+        if not all(save(t, flat) and save(o, offsets) for (flat, offsets), (t, o) in zip(built, paths)):
+            return [TokenizedRecords(flat, offsets, i, chunked) for (flat, offsets), i in zip(built, ids)]
     return [TokenizedRecords(np.load(t, mmap_mode="r"), np.load(o, mmap_mode="r"), i, chunked)
             for (t, o), i in zip(paths, ids)]

@@ -223,3 +223,13 @@ def test_accelerator_attention_takes_the_segment_mask_as_the_cpu_one_does():
     np.testing.assert_allclose(cpu, fused, atol=1e-5)
     # Token 3 starts segment 2: it attends to itself only, so its output is its own value.
     np.testing.assert_allclose(cpu[0, 3], v[0, 3], atol=1e-6)
+
+
+def test_a_data_dir_that_cannot_be_written_packs_in_memory(tmp_path, capsys):
+    (tmp_path / token_cache.CACHE_DIR).write_text("")  # a file where the cache folder goes
+    rows = packing.PackedDocuments(DOCS, tokenizer.Bytes(), key="text", seq_len=16, shuffle=False,
+                                   data_dir=str(tmp_path), split="train", dataset_id="toy")
+    assert "using it from memory" in capsys.readouterr().err
+    alone = packing.PackedDocuments(DOCS, tokenizer.Bytes(), key="text", seq_len=16, shuffle=False)
+    assert len(rows) == len(alone) and all((rows[j]["tokens"] == alone[j]["tokens"]).all()
+                                           for j in range(len(rows)))
