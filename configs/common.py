@@ -93,6 +93,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.sample.num_tokens = 256      # language models: tokens to generate
     c.sample.temperature = 0.8     # language models: 0 = greedy
     c.sample.top_k = 0             # language models: 0 = all tokens
+    c.sample.end_token = -1        # language models: stop after this token id (-1 = never)
     c.sample.beam_size = 1         # translation: 1 = greedy decoding, > 1 = beam search
     c.sample.length_penalty = 0.6  # translation: beam scores / ((5 + len) / 6) ** alpha (GNMT)
     c.sample.max_decode_len = 0    # translation: tokens to generate at most; 0 = model.max_len
