@@ -237,7 +237,7 @@ def restore_or_start(exp: Experiment, data_iter, say) -> tuple[Any, int, list[di
     strict = exp.config.checkpoint.init_strict
     if init_from:  # checked against the shapes before any compute is spent
         from train import init_from as init_lib
-        loaded = init_lib.load_params(init_from)
+        loaded = init_lib.in_layout_of(exp.abstract_state.params, init_lib.load_params(init_from))
         init_lib.check_match(init_lib.match_report(exp.abstract_state.params, loaded), strict)
     state = exp.fresh_state()
     if init_from:
