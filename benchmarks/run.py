@@ -32,7 +32,7 @@ PARTS: dict[str, tuple[str, dict, dict]] = {
     "ckpt": ("benchmarks.ckpt", dict(repeats=3), dict(repeats=2)),
     "compile": ("benchmarks.compile_time", dict(), dict()),
     "sample": ("benchmarks.sampling", dict(repeats=3), dict(repeats=2)),
-    "e2e": ("benchmarks.end_to_end", dict(pairs=3, steps=2000), dict(pairs=1, steps=200)),
+    "e2e": ("benchmarks.end_to_end", dict(pairs=3), dict(pairs=1, steps=100)),
 }
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.md")
 
