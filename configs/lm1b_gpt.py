@@ -51,6 +51,7 @@ def get_config(arg: str | None = None):
     c.model.positions = "learned"
     c.model.dropout = 0.1
     c.model.dtype = "bfloat16"
+    c.model.scan_layers = False    # True: the blocks as one nn.scan (compile time flat in depth)
 
     c.optimizer.name = "adamw"
     c.optimizer.learning_rate = 0.05 / 1000 ** 0.5

@@ -165,6 +165,9 @@ class GPT(nn.Module):
       layer_norm_epsilon: the LayerNorms' epsilon (GPT-2's `layer_norm_epsilon`).
       gelu_approximate: the MLP's GELU in its tanh form (GPT-2's "gelu_new"); False = the
         exact erf form (Hugging Face "gelu").
+      scan_layers: run the blocks as one `nn.scan` over parameters stacked on a leading
+        "layers" axis (params["blocks"], not block_0..block_{L-1}): the same function, but
+        XLA compiles one block instead of L, so compile time stops growing with depth.
     """
     vocab_size: int = 256
     num_layers: int = 6
@@ -179,6 +182,7 @@ class GPT(nn.Module):
     remat: bool = False
     layer_norm_epsilon: float = 1e-5
     gelu_approximate: bool = True
+    scan_layers: bool = False
 
     def _check(self, length: int) -> None:
         if self.positions not in POSITIONS:
@@ -236,13 +240,21 @@ class GPT(nn.Module):
         if self.remat and not decode:
             block_cls = nn.remat(Block, static_argnums=(4, 5))  # self, x, positions, mask, train, decode
         out_stddev = 0.02 / (2 * self.num_layers) ** 0.5  # GPT-2's scaled residual init
-        for i in range(self.num_layers):
-            x = block_cls(num_heads=self.num_heads, mlp_dim=self.mlp_ratio * self.width,
-                          max_len=self.max_len, rotary=self.positions == "rotary",
-                          out_stddev=out_stddev, dropout=self.dropout,
-                          layer_norm_epsilon=self.layer_norm_epsilon,
-                          gelu_approximate=self.gelu_approximate, dtype=dtype,
-                          name=f"block_{i}")(x, positions, mask, train, decode)
+        block_fields = dict(num_heads=self.num_heads, mlp_dim=self.mlp_ratio * self.width,
+                            max_len=self.max_len, rotary=self.positions == "rotary",
+                            out_stddev=out_stddev, dropout=self.dropout,
+                            layer_norm_epsilon=self.layer_norm_epsilon,
+                            gelu_approximate=self.gelu_approximate, dtype=dtype)
+        if self.scan_layers:
+            stack = nn.scan(lambda block, x, positions, mask: (block(x, positions, mask, train, decode), None),
+                            variable_axes={"params": 0, "cache": 0},
+                            split_rngs={"params": True, "dropout": True},
+                            in_axes=nn.broadcast, length=self.num_layers,
+                            metadata_params={nn.PARTITION_NAME: "layers"})
+            x, _ = stack(block_cls(**block_fields, name="blocks"), x, positions, mask)
+        else:
+            for i in range(self.num_layers):
+                x = block_cls(**block_fields, name=f"block_{i}")(x, positions, mask, train, decode)
         x = layer_norm(dtype, "ln_final", epsilon=self.layer_norm_epsilon)(x)
 
         if self.tie_embeddings:

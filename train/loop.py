@@ -237,7 +237,7 @@ def restore_or_start(exp: Experiment, data_iter, say) -> tuple[Any, int, list[di
     strict = exp.config.checkpoint.init_strict
     if init_from:  # checked against the shapes before any compute is spent
         from train import init_from as init_lib
-        loaded = init_lib.load_params(init_from)
+        loaded = init_lib.in_layout_of(exp.abstract_state.params, init_lib.load_params(init_from))
         init_lib.check_match(init_lib.match_report(exp.abstract_state.params, loaded), strict)
     state = exp.fresh_state()
     if init_from:
@@ -328,9 +328,6 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, flag: _Signal
     train_step = step_lib.jit_train_step(
         exp.model, exp.task, exp.tx, exp.state_shardings, exp.batch_sharding,
         ema_decay=c.train.ema_decay, grad_accum=c.train.grad_accum)
-    # Compile the checkpoint checksum now, with start-up, rather than stalling the training
-    # window of the first save.
-    checkpoints.digest_and_finite(state)  # compiles both the checksums and the finite check
     last: dict[str, float] = {}
     pending: list[dict] = []  # device metrics since the last log; fetched only when logging
     timer, steps_since, step = writers.Timer(), 0, start
@@ -340,6 +337,11 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, flag: _Signal
             profiler.before(step + 1)
             state, metrics = train_step(state, batch)
             step += 1
+            if step == start + 1:
+                # Compile the checkpoint checksums and finite check in the first window, which
+                # holds the train step's compilation anyway: not before the first step, and
+                # not as a stall in the window of the first save.
+                checkpoints.digest_and_finite(state)
             profiler.after(step, state)
             pending.append(metrics)
             steps_since += 1

@@ -19,15 +19,15 @@ document's last token, its eos, followed by the next document's first token) are
 The loss is then the mean over the scored tokens, so a packed row costs what its
 documents cost run one by one.
 
-Sampling feeds the prompt once, then each new token alone through the cache (`advance`,
-jitted once per input length); a GPT whose cache (max_len positions) is full slides its
-window to the last max_len // 2 tokens (see `generate`).
+Sampling runs the decode loop on the device (train/tasks/lm_generate.py): the prompt is
+prefilled once, then each new token goes alone through the cache inside one jitted loop; a
+GPT whose cache (max_len positions) is full slides its window to the last max_len // 2
+tokens.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from functools import partial
 from typing import Any
 
 import jax
@@ -36,7 +36,7 @@ import numpy as np
 import optax
 
 from errors import ConfigError
-from models.decoding import init_cache
+from train.tasks.lm_generate import generate
 from train.tasks.base import (ApplyFn, Batch, EvalSums, Metrics, SampleOutput, Task, TaskContext,
                               masked_mean_parts)
 
@@ -102,74 +102,12 @@ class LanguageModel(Task):
     def sample(self, ctx: TaskContext, settings: Any) -> SampleOutput:
         """`settings.prompt` and `settings.num_tokens` sampled bytes after it, decoded as
         UTF-8 (errors replaced). temperature 0 is greedy; top_k > 0 samples among the k
-        likeliest."""
+        likeliest; end_token >= 0 stops after that byte."""
         if self.vocab_size != 256:
             raise ConfigError("sampling decodes bytes; it needs task.vocab_size=256.")
         prompt_ids = list(settings.prompt.encode("utf-8"))
         variables = {k: v for k, v in ctx.variables.items() if k != "cache"}
         out = generate(ctx.model, variables, prompt_ids or [SEED_TOKEN], settings.num_tokens,
-                       temperature=settings.temperature, top_k=settings.top_k, rng=ctx.rng)
+                       temperature=settings.temperature, top_k=settings.top_k, rng=ctx.rng,
+                       end_id=settings.end_token)
         return SampleOutput(bytes(prompt_ids + out).decode("utf-8", errors="replace"))
-
-
-# --- cached decoding -----------------------------------------------------------------
-
-@partial(jax.jit, static_argnames=("model", "top_k"))
-def advance(model, variables: dict, cache: Any, tokens: jax.Array, key: jax.Array,
-            temperature: jax.Array, top_k: int = 0) -> tuple[Any, jax.Array]:
-    """Feeds tokens (B, T) through the cache, returns (new cache, next token (B,)).
-
-    One compilation per distinct T: 1 for every generated token, plus the prompt's and
-    the sliding re-prefill's lengths. temperature <= 0 picks the argmax."""
-    logits, updated = model.apply({**variables, "cache": cache}, tokens, train=False,
-                                  decode=True, mutable=["cache"])
-    logits = logits[:, -1]                                          # (B, V)
-    scaled = logits / jnp.maximum(temperature, 1e-6)
-    if top_k and top_k < scaled.shape[-1]:
-        kth = jax.lax.top_k(scaled, top_k)[0][:, -1:]               # (B, 1)
-        scaled = jnp.where(scaled < kth, -jnp.inf, scaled)
-    sampled = jax.random.categorical(key, scaled, axis=-1)         # (B,)
-    picked = jnp.where(temperature > 0, sampled, jnp.argmax(logits, -1))
-    return updated["cache"], picked.astype(jnp.int32)
-
-
-def generate(model, variables: dict, context_ids: list[int], num_tokens: int, *,
-             temperature: float, top_k: int, rng: jax.Array) -> list[int]:
-    """`num_tokens` ids continuing `context_ids`: one cached one-token model call per
-    token, the prefix is never recomputed.
-
-    A model with `max_len` (GPT) has a cache of that many positions. When it is full
-    the window slides: a fresh cache is prefilled with the last max_len // 2 tokens and
-    generation goes on, so any length can be sampled at an amortised O(max_len) cost per
-    token, always conditioned on at least max_len // 2 tokens. A prompt longer than
-    max_len - 1 is conditioned on its last max_len // 2 tokens. Models without
-    `max_len` (RNNs) carry their state forever.
-    """
-    if num_tokens <= 0:
-        return []
-    context = getattr(model, "max_len", None)
-    keep = max(context // 2, 1) if context else None
-    history = list(context_ids)
-    temperature = jnp.float32(temperature)
-
-    def prefill(ids: list[int], step: int):
-        return advance(model, variables, init_cache(model), jnp.asarray([ids], jnp.int32),
-                       jax.random.fold_in(rng, step), temperature, top_k)
-
-    fed = history if not context or len(history) < context else history[-keep:]
-    cache, token = prefill(fed, 0)
-    used = len(fed)
-    out = []
-    for i in range(1, num_tokens + 1):
-        out.append(int(token[0]))
-        history.append(out[-1])
-        if i == num_tokens:
-            break
-        if context and used >= context:  # no room for one more key/value: slide
-            cache, token = prefill(history[-keep:], i)
-            used = keep
-        else:
-            cache, token = advance(model, variables, cache, jnp.asarray([[out[-1]]], jnp.int32),
-                                   jax.random.fold_in(rng, i), temperature, top_k)
-            used += 1
-    return out
