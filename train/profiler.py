@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import jax
 
 from errors import ConfigError
+from train import files
 
 PROFILE_DIR = "profile"
 
@@ -55,9 +56,6 @@ class StepProfiler:
 def list_traces(workdir: str) -> list[tuple[str, int]]:
     """(path relative to the workdir, size in bytes) of every trace file under DIR/profile."""
     root = os.path.join(workdir, PROFILE_DIR)
-    out = []
-    for folder, _, files in os.walk(root):
-        for name in sorted(files):
-            path = os.path.join(folder, name)
-            out.append((os.path.relpath(path, workdir), os.path.getsize(path)))
-    return sorted(out)
+    rel = (lambda p: p[len(workdir):].lstrip("/")) if files.is_remote(workdir) else (
+        lambda p: os.path.relpath(p, workdir))
+    return sorted((rel(path), size) for path, size in files.walk_sizes(root))
