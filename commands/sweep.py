@@ -166,6 +166,10 @@ def cmd_sweep(args: list[str], flags) -> int:
     from commands import slurm
     if flags.status:
         return slurm.print_status(flags.status)
+    if flags.launcher == "slurm" and files.is_remote(flags.workdir or ""):
+        raise ConfigError(f"--launcher slurm needs a --workdir on the cluster's shared filesystem, not "
+                          f"{flags.workdir} (its batch script appends to each trial's train.log); "
+                          "use --launcher local, or a gcsfuse mount of the bucket.")
     slurm.check_flags(flags)
     if args:
         raise ConfigError(f"unexpected argument(s) {' '.join(args)!r}; usage: python run.py sweep "
@@ -176,10 +180,7 @@ def cmd_sweep(args: list[str], flags) -> int:
         raise ConfigError("--parallel and --seeds must be at least 1.")
     config_file = flags["config"].config_filename
     common = dict(flags["config"].override_values)  # --config.K=V given to the sweep: every trial's
-    if checks.check_scheme(flags.workdir) and flags.launcher == "slurm":
-        raise ConfigError(f"--launcher slurm needs a --workdir on the cluster's shared filesystem, not "
-                          f"{flags.workdir} (its batch script appends to each trial's train.log); "
-                          "use --launcher local, or a gcsfuse mount of the bucket.")
+    checks.check_scheme(flags.workdir)
     cloud = flags.launcher in ("tpu-vm", "gke")
     if cloud:
         from commands import gke, tpu
