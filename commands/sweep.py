@@ -185,6 +185,9 @@ def cmd_sweep(args: list[str], flags) -> int:
     if cloud:
         from commands import gke, tpu
         (tpu if flags.launcher == "tpu-vm" else gke).check_flags(flags)
+        if files.is_remote(flags.workdir):
+            raise ConfigError(f"--launcher {flags.launcher} writes the commands you run into --workdir, a "
+                              f"local folder (not {flags.workdir}); the trials' workdirs are --cloud_workdir.")
         checks.check_scheme(flags.cloud_workdir)
         if not flags.cloud_workdir.startswith(("gs://", "/")):
             raise ConfigError(f"--cloud_workdir must be gs://BUCKET/PATH or an absolute path that "

@@ -73,7 +73,7 @@ GCS_BUCKET = "strata-test"  # the emulator's one bucket
 
 
 @pytest.fixture(scope="session")
-def gcs():
+def gcs(tmp_path_factory):
     """A GCS emulator on 127.0.0.1 (tests/cluster/gcs_emulator.py, a free port) for this
     session; yields the environment that points every client at it (gcsfs and
     google-cloud-storage: STORAGE_EMULATOR_HOST; tensorstore: TENSORSTORE_GCS_HTTP_URL and a
@@ -84,12 +84,17 @@ def gcs():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cluster", "gcs_emulator.py")
+    # Its request log goes to a file: a pipe nobody reads would fill up and stall it.
+    log_path = tmp_path_factory.mktemp("gcs") / "emulator.log"
+    log = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, script, str(port), GCS_BUCKET], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=log, text=True)
     ready = proc.stdout.readline().strip() == "ready"  # the script prints it once it serves
     if not ready:
         proc.kill()
-        why = (proc.communicate()[1].strip().splitlines() or ["no output"])[-1]
+        proc.wait()
+        log.close()
+        why = (log_path.read_text().strip().splitlines() or ["no output"])[-1]
         message = f"the GCS emulator did not start ({why}); pip install gcp-storage-emulator"
         if _in_ci():
             pytest.fail(message, pytrace=False)
@@ -108,3 +113,4 @@ def gcs():
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()

@@ -121,6 +121,9 @@ def test_bad_launcher_and_cloud_flags(tmp_path):
                 "--cloud_workdir", "gs://b", "--gke_image", "i", "--gke_tpu_type", "t",
                 "--gke_tpu_topology", "big")
     _one_line_exit_2(r, "--gke_tpu_topology")
+    r = run_cli("sweep", "--config", CONFIG, "--workdir", "gs://b/sw", "--launcher", "tpu-vm",
+                "--cloud_workdir", "gs://b/p", "--tpu_name", "n", "--tpu_zone", "z")
+    _one_line_exit_2(r, "local folder", "--cloud_workdir")  # before any request to the bucket
     assert not d.exists()
 
 
