@@ -16,6 +16,7 @@ from helpers import REPO, RUN_PY, run_cli
 
 TIMEOUT = 600
 CONFIG = "tests/sweep_config.py:steps=30"  # ResNet-8 on digits; checkpoints every 4 steps
+TRAIN = ["train", "--config", CONFIG, "--config.train.profile_steps=(2,3)"]  # a trace too
 
 
 def _env(gcs: dict, tfds_dir: str) -> dict:
@@ -49,7 +50,7 @@ def _one_line_exit_2(result: subprocess.CompletedProcess) -> str:
 
 def test_train_killed_and_resumed_in_a_bucket_equals_an_uninterrupted_run(gcs, tfds_dir):
     env = _env(gcs, tfds_dir)
-    straight = run_cli("train", "--config", CONFIG, "--workdir", f"gs://{GCS_BUCKET}/straight",
+    straight = run_cli(*TRAIN, "--workdir", f"gs://{GCS_BUCKET}/straight",
                        env=env, timeout=TIMEOUT)
     assert straight.returncode == 0, straight.stderr[-3000:]
     expected = _read(gcs, "straight/metrics.jsonl")
@@ -60,8 +61,7 @@ def test_train_killed_and_resumed_in_a_bucket_equals_an_uninterrupted_run(gcs, t
 
     # SIGKILL part-way: no clean-up at all, the lock object stays behind (its pid is dead).
     full_env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    proc = subprocess.Popen([sys.executable, RUN_PY, "train", "--config", CONFIG, "--workdir",
-                             f"gs://{GCS_BUCKET}/killed"], cwd=REPO, env={**full_env, **env},
+    proc = subprocess.Popen([sys.executable, RUN_PY, *TRAIN, "--workdir", f"gs://{GCS_BUCKET}/killed"], cwd=REPO, env={**full_env, **env},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + TIMEOUT
     try:
@@ -79,7 +79,7 @@ def test_train_killed_and_resumed_in_a_bucket_equals_an_uninterrupted_run(gcs, t
     cut = _read(gcs, "killed/metrics.jsonl") or ""
     assert json.loads(cut.splitlines()[-1])["step"] < 30
 
-    resumed = run_cli("train", "--config", CONFIG, "--workdir", f"gs://{GCS_BUCKET}/killed",
+    resumed = run_cli(*TRAIN, "--workdir", f"gs://{GCS_BUCKET}/killed",
                       env=env, timeout=TIMEOUT)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "taking over the stale lock" in resumed.stderr
@@ -96,6 +96,8 @@ def test_train_killed_and_resumed_in_a_bucket_equals_an_uninterrupted_run(gcs, t
     assert inspect.returncode == 0, inspect.stderr[-3000:]
     assert f"workdir gs://{GCS_BUCKET}/killed" in inspect.stdout
     assert "| 30 |" in inspect.stdout
+    assert f"profile traces (tensorboard --logdir gs://{GCS_BUCKET}/killed/profile)" in inspect.stdout
+    assert ".xplane.pb" in inspect.stdout
     report = run_cli("report", f"gs://{GCS_BUCKET}/killed", env=env, timeout=TIMEOUT)
     assert report.returncode == 0, report.stderr[-3000:]
     written = _names(gcs, "killed/")

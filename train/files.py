@@ -126,13 +126,11 @@ def rename(src: str, dst: str) -> None:
 def walk_sizes(root: str) -> Iterator[tuple[str, int]]:
     """(path, size in bytes) of every file under `root`."""
     if is_remote(root):
-        p = _epath(root)
-        if not p.exists():
-            return
-        for folder, _, names in p.walk():
-            for name in names:
-                child = folder / name
-                yield str(child), child.stat().length
+        _epath(root)  # gcsfs is there, listings uncached
+        import fsspec
+        scheme = root.split("://")[0]
+        for path, info in sorted(fsspec.filesystem(scheme).find(root, detail=True).items()):
+            yield f"{scheme}://{path}", int(info["size"])
         return
     for folder, _, names in os.walk(root):
         for name in names:

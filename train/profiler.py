@@ -5,6 +5,8 @@ Every process traces its own devices; `run.py inspect DIR` lists the traces."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from typing import Any, Sequence
 
 import jax
@@ -34,11 +36,16 @@ class StepProfiler:
         self.start, self.stop = check_profile_steps(steps, total_steps)
         self.directory = os.path.join(workdir, PROFILE_DIR)
         self.active = False
+        self._local = None  # a bucket workdir's trace is written here, then uploaded
 
     def before(self, step: int) -> None:
         """Called before step `step` (1-based) runs."""
         if self.start and step == self.start and not self.active:
-            jax.profiler.start_trace(self.directory)
+            # JAX would write gs:// through its own GCS client (its own credentials and
+            # endpoint); a local trace uploaded through train/files.py uses ours.
+            if files.is_remote(self.directory):
+                self._local = tempfile.mkdtemp(prefix="strata-profile-")
+            jax.profiler.start_trace(self._local or self.directory)
             self.active = True
 
     def after(self, step: int, state: Any) -> None:
@@ -51,6 +58,13 @@ class StepProfiler:
         if self.active:
             jax.profiler.stop_trace()
             self.active = False
+            if self._local is not None:
+                for path, _ in files.walk_sizes(self._local):
+                    with open(path, "rb") as f:
+                        files.write_bytes(os.path.join(self.directory, os.path.relpath(path, self._local)),
+                                          f.read())
+                shutil.rmtree(self._local)
+                self._local = None
 
 
 def list_traces(workdir: str) -> list[tuple[str, int]]:
