@@ -48,28 +48,31 @@ def _one_line_exit_2(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def test_train_killed_and_resumed_in_a_bucket_equals_an_uninterrupted_run(gcs, tfds_dir):
+def test_train_killed_and_resumed_in_a_bucket_equals_an_uninterrupted_run(gcs, tfds_dir, tmp_path):
     env = _env(gcs, tfds_dir)
     straight = run_cli(*TRAIN, "--workdir", f"gs://{GCS_BUCKET}/straight",
                        env=env, timeout=TIMEOUT)
     assert straight.returncode == 0, straight.stderr[-3000:]
     expected = _read(gcs, "straight/metrics.jsonl")
     assert json.loads(expected.splitlines()[-1])["step"] == 30
-    assert {"straight/config.json", "straight/manifest.json", "straight/perf.jsonl"} <= _names(gcs, "straight/")
-    assert any(n.startswith("straight/tensorboard/events.out.tfevents") for n in _names(gcs, "straight/"))
-    assert "straight/.lock" not in _names(gcs, "straight/")  # released at the end
+    names = _names(gcs, "straight/")
+    assert {"straight/config.json", "straight/manifest.json", "straight/perf.jsonl"} <= names
+    assert any(n.startswith("straight/tensorboard/events.out.tfevents") for n in names)
+    assert "straight/.lock" not in names  # released at the end
 
     # SIGKILL part-way: no clean-up at all, the lock object stays behind (its pid is dead).
     full_env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    proc = subprocess.Popen([sys.executable, RUN_PY, *TRAIN, "--workdir", f"gs://{GCS_BUCKET}/killed"], cwd=REPO, env={**full_env, **env},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "killed.log"  # a file, not a pipe that could fill while nobody reads it
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, RUN_PY, *TRAIN, "--workdir", f"gs://{GCS_BUCKET}/killed"],
+                                cwd=REPO, env={**full_env, **env}, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.time() + TIMEOUT
     try:
         while time.time() < deadline and proc.poll() is None:
             if any(n.startswith("killed/checkpoints/12/") for n in _names(gcs, "killed/checkpoints/")):
                 break
             time.sleep(0.5)
-        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert proc.poll() is None, log.read_text()[-3000:]
         time.sleep(2)  # a little past the checkpoint: metrics lines after it are dropped on resume
     finally:
         proc.send_signal(signal.SIGKILL)
