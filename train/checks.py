@@ -8,6 +8,7 @@ import os
 import ml_collections
 
 from errors import ConfigError
+from train import files
 
 
 POSITIVE_KEYS = ("train.steps", "train.batch_size", "train.log_every", "train.grad_accum",
@@ -130,8 +131,11 @@ def check_scheme(workdir: str) -> bool:
 
 
 def check_workdir(workdir: str) -> None:
-    """The workdir must be a directory we can write (created if missing), or a gs:// URL."""
+    """The workdir must be a directory we can write (created if missing), or a gs:// URL
+    whose bucket exists and answers (nothing is written there yet)."""
     if check_scheme(workdir):
+        from train import bucket
+        bucket.check_bucket(workdir)
         return
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise ConfigError(f"workdir {workdir!r} is a file, not a directory; choose another --workdir.")
@@ -144,8 +148,7 @@ def check_workdir(workdir: str) -> None:
 
 
 def has_checkpoints(workdir: str) -> bool:
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    return os.path.isdir(ckpt_dir) and any(d.isdigit() for d in os.listdir(ckpt_dir))
+    return any(d.isdigit() for d in files.listdir(os.path.join(workdir, "checkpoints")))
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -172,10 +175,9 @@ def check_resume_config(workdir: str, config: ml_collections.ConfigDict, allow_c
     """Resuming with a different config is refused unless explicitly allowed. A workdir
     without a checkpoint holds nothing to resume, so any config may start there."""
     path = os.path.join(workdir, "config.json")
-    if allow_change or not os.path.exists(path) or not has_checkpoints(workdir):
+    if allow_change or not files.exists(path) or not has_checkpoints(workdir):
         return
-    with open(path) as f:
-        saved = json.load(f)
+    saved = json.loads(files.read_text(path))
     new = json.loads(config.to_json_best_effort())
     diff = config_differences(saved, new)
     if diff:
