@@ -1,6 +1,6 @@
 """ImageNet-style host pipeline throughput: Strata's ops vs a plain PIL loop.
 
-    python -m benchmarks.image_pipeline [--images 200] [--batch 32]
+    python -m benchmarks.image_pipeline [--images 200] [--batch 32] [--repeats 3]
 
 Both sides do the same work per image on one thread: decode a JPEG of ImageNet's typical
 size (the mean ImageNet image is ~400x350; these are 500x375 and 375x500, quality 90),
@@ -9,8 +9,9 @@ and RandAugment(2, 10) with the same Pillow operations (data/randaugment.py AUGM
 Strata runs the spec "decode|random_resized_crop(224)|randaugment(2, 10)|flip_lr" as the
 pipeline does (per-example stage, stack, batched flip); the plain loop calls Pillow
 directly with Python's `random`. Reported: images/s of wall time and CPU seconds per
-image (on a shared machine the CPU time is the steadier number; images/s per core =
-1 / CPU seconds per image, as both sides use one thread).
+image, best and median over the repeats, the two sides alternating (on a shared machine
+the CPU time is the steadier number; images/s per core = 1 / CPU seconds per image, as
+both sides use one thread).
 """
 from __future__ import annotations
 
@@ -80,15 +81,20 @@ def plain_pil(jpegs: list[bytes], batch: int) -> None:
         np.stack(out)
 
 
-def timed(fn, jpegs: list[bytes], batch: int, repeats: int) -> tuple[float, float]:
-    """(images per second of wall time, CPU seconds per image), best of `repeats`."""
-    best = (0.0, math.inf)
+def timed(fns: dict, jpegs: list[bytes], batch: int, repeats: int) -> dict[str, tuple[float, float, float]]:
+    """name -> (images per second of wall time, CPU seconds per image: best, median).
+
+    The sides alternate within each repeat, so a change in the machine's load reaches both.
+    """
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in fns}
     for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        fn(jpegs, batch)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        best = (max(best[0], len(jpegs) / wall), min(best[1], cpu / len(jpegs)))
-    return best
+        for name, fn in fns.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            fn(jpegs, batch)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            runs[name].append((len(jpegs) / wall, cpu / len(jpegs)))
+    return {name: (max(r[0] for r in rs), min(r[1] for r in rs), float(np.median([r[1] for r in rs])))
+            for name, rs in runs.items()}
 
 
 def main() -> None:
@@ -102,10 +108,10 @@ def main() -> None:
     print(f"{args.images} JPEGs, mean {np.mean([len(j) for j in jpegs]) / 1024:.0f} KiB; spec {SPEC!r}")
     with threadpool_limits(1):
         strata(jpegs[:8], 8)  # warm-up: imports, scipy-free, Pillow plugins
-        for name, fn in (("strata ops", strata), ("plain PIL loop", plain_pil)):
-            per_s, cpu = timed(fn, jpegs, args.batch, args.repeats)
-            print(f"{name:15s} {per_s:7.1f} images/s (wall)   {cpu * 1e3:6.2f} ms CPU/image   "
-                  f"{1 / cpu:7.1f} images/s per core", flush=True)
+        results = timed({"strata ops": strata, "plain PIL loop": plain_pil}, jpegs, args.batch, args.repeats)
+    for name, (per_s, cpu, median) in results.items():
+        print(f"{name:15s} {per_s:7.1f} images/s (wall)   {cpu * 1e3:6.2f} ms CPU/image "
+              f"(median {median * 1e3:5.2f})   {1 / cpu:7.1f} images/s per core")
 
 
 if __name__ == "__main__":
