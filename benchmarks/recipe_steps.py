@@ -118,21 +118,26 @@ def main() -> None:
     lines = [f"| recipe (batch {args.batch}, 1 CPU device) | params | model dtype | compile s (CPU s) | "
              f"step s, median of {args.steps} | step CPU s |", "|---|---:|---|---:|---:|---:|"]
     data_dir = tempfile.mkdtemp(prefix="strata-bench-tfds-")
+    out = open(RESULTS, "a") if args.write else None
+    if out:  # rows go in as they are measured: a long run cut short keeps what it measured
+        out.write("\n## Recipe train steps (benchmarks/recipe_steps.py)\n\n" + "\n".join(lines) + "\n")
     for name in args.names:
         r = measure(name, args.batch, args.steps, data_dir)
         loads.append(load_average())
         lines.append(f"| `{name}` | {r['params']:,d} | {r['dtype']} | {r['compile_s']:.1f} "
                      f"({r['compile_cpu_s']:.1f}) | {r['step_s']:.3f} | {r['step_cpu_s']:.3f} |")
         print(lines[-1], " batch:", r["shape"], flush=True)
+        if out:
+            out.write(lines[-1] + "\n")
+            out.flush()
     command = "python -m benchmarks.recipe_steps " + " ".join(sys.argv[1:])
-    lines += ["", f"Command: `{command.strip()}`; load average (1/5/15 min) at the start and after "
-                  f"each recipe: {'; '.join(loads)}; whole run {time.perf_counter() - start:.0f} s wall, "
-                  f"{time.process_time() - start_cpu:.0f} s CPU."]
-    print("\n".join(lines[-1:]))
-    if args.write:
-        with open(RESULTS, "a") as f:
-            f.write("\n## Recipe train steps (benchmarks/recipe_steps.py)\n\n" + "\n".join(lines) + "\n")
-
+    footer = (f"Command: `{command.strip()}`; load average (1/5/15 min) at the start and after "
+              f"each recipe: {'; '.join(loads)}; whole run {time.perf_counter() - start:.0f} s wall, "
+              f"{time.process_time() - start_cpu:.0f} s CPU.")
+    print(footer)
+    if out:
+        out.write("\n" + footer + "\n")
+        out.close()
 
 if __name__ == "__main__":
     main()
