@@ -1,6 +1,6 @@
 """ImageNet-style host pipeline throughput: Strata's ops vs a plain PIL loop.
 
-    python -m benchmarks.image_pipeline [--images 200] [--batch 32]
+    python -m benchmarks.image_pipeline [--images 200] [--batch 32] [--repeats 3] [--recipes]
 
 Both sides do the same work per image on one thread: decode a JPEG of ImageNet's typical
 size (the mean ImageNet image is ~400x350; these are 500x375 and 375x500, quality 90),
@@ -9,8 +9,9 @@ and RandAugment(2, 10) with the same Pillow operations (data/randaugment.py AUGM
 Strata runs the spec "decode|random_resized_crop(224)|randaugment(2, 10)|flip_lr" as the
 pipeline does (per-example stage, stack, batched flip); the plain loop calls Pillow
 directly with Python's `random`. Reported: images/s of wall time and CPU seconds per
-image (on a shared machine the CPU time is the steadier number; images/s per core =
-1 / CPU seconds per image, as both sides use one thread).
+image, best and median over the repeats, the two sides alternating (on a shared machine
+the CPU time is the steadier number; images/s per core = 1 / CPU seconds per image, as
+both sides use one thread).
 """
 from __future__ import annotations
 
@@ -42,12 +43,18 @@ def make_jpegs(n: int, seed: int = 0) -> list[bytes]:
     return out
 
 
-def strata(jpegs: list[bytes], batch: int) -> None:
+# Recipes whose host load is estimated: config name -> the source's training time in hours
+# (the Flax ImageNet example's v3-8 run; big_vision's "6-7h" for ViT-S/16, taken as 6.5).
+RECIPE_HOURS = {"imagenet_resnet50": 4.4, "imagenet_vit_s16": 6.5}
+
+
+def strata(jpegs: list[bytes], batch: int, spec: str = SPEC) -> None:
     from data import ops
-    stages = ops.parse(SPEC)
+    stages = ops.parse(spec)
     example_op, batch_op = ops.chain(stages.example), ops.chain(stages.batch)
     for start in range(0, len(jpegs), batch):
-        rows = [{"image": np.array(j, dtype=object)} for j in jpegs[start:start + batch]]
+        rows = [{"image": np.array(j, dtype=object), "label": np.int64(i % 1000)}
+                for i, j in enumerate(jpegs[start:start + batch], start)]
         positions = np.arange(start, start + len(rows))
         examples = ops.map_examples(example_op, rows, seed=0, positions=positions)
         batch_op(ops.stack(examples), ops.RowRandom(0, positions))
@@ -80,15 +87,37 @@ def plain_pil(jpegs: list[bytes], batch: int) -> None:
         np.stack(out)
 
 
-def timed(fn, jpegs: list[bytes], batch: int, repeats: int) -> tuple[float, float]:
-    """(images per second of wall time, CPU seconds per image), best of `repeats`."""
-    best = (0.0, math.inf)
+def timed(fns: dict, jpegs: list[bytes], batch: int, repeats: int) -> dict[str, tuple[float, float, float]]:
+    """name -> (images per second of wall time, CPU seconds per image: best, median).
+
+    The sides alternate within each repeat, so a change in the machine's load reaches both.
+    """
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in fns}
     for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        fn(jpegs, batch)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        best = (max(best[0], len(jpegs) / wall), min(best[1], cpu / len(jpegs)))
-    return best
+        for name, fn in fns.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            fn(jpegs, batch)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            runs[name].append((len(jpegs) / wall, cpu / len(jpegs)))
+    return {name: (max(r[0] for r in rs), min(r[1] for r in rs), float(np.median([r[1] for r in rs])))
+            for name, rs in runs.items()}
+
+
+def recipe_cores(jpegs: list[bytes], batch: int, repeats: int) -> None:
+    """Host cores each ImageNet recipe needs at its source's speed: the images/s of its
+    published run (the config's steps x batch over the source's hours) times Strata's CPU
+    seconds per image on the recipe's own training spec."""
+    import importlib
+    for name, hours in RECIPE_HOURS.items():
+        c = importlib.import_module(f"configs.{name}").get_config("")
+        spec = c.data.preprocess
+        _, cpu, median = timed({name: lambda j, b: strata(j, b, spec)}, jpegs, batch, repeats)[name]
+        images = c.train.steps * c.train.batch_size
+        rate = images / (hours * 3600)
+        print(f"{name}: {spec!r}\n  {cpu * 1e3:.2f} ms CPU/image (median {median * 1e3:.2f}) -> "
+              f"{1 / cpu:.0f} images/s per core; source: {c.train.steps:,d} steps x {c.train.batch_size} "
+              f"= {images:,d} images in {hours} h = {rate:,.0f} images/s -> {rate:,.0f} x "
+              f"{cpu * 1e3:.2f} ms = {rate * cpu:.1f} cores (median: {rate * median:.1f})", flush=True)
 
 
 def main() -> None:
@@ -96,16 +125,21 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--recipes", action="store_true",
+                        help="also: host cores the ImageNet recipes need at their source's speed")
     args = parser.parse_args()
     from threadpoolctl import threadpool_limits
     jpegs = make_jpegs(args.images)
     print(f"{args.images} JPEGs, mean {np.mean([len(j) for j in jpegs]) / 1024:.0f} KiB; spec {SPEC!r}")
     with threadpool_limits(1):
         strata(jpegs[:8], 8)  # warm-up: imports, scipy-free, Pillow plugins
-        for name, fn in (("strata ops", strata), ("plain PIL loop", plain_pil)):
-            per_s, cpu = timed(fn, jpegs, args.batch, args.repeats)
-            print(f"{name:15s} {per_s:7.1f} images/s (wall)   {cpu * 1e3:6.2f} ms CPU/image   "
-                  f"{1 / cpu:7.1f} images/s per core", flush=True)
+        results = timed({"strata ops": strata, "plain PIL loop": plain_pil}, jpegs, args.batch, args.repeats)
+    for name, (per_s, cpu, median) in results.items():
+        print(f"{name:15s} {per_s:7.1f} images/s (wall)   {cpu * 1e3:6.2f} ms CPU/image "
+              f"(median {median * 1e3:5.2f})   {1 / cpu:7.1f} images/s per core")
+    if args.recipes:
+        with threadpool_limits(1):
+            recipe_cores(jpegs, args.batch, args.repeats)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ linear warm-up, gradients clipped to norm 1, both from the released code), batch
 DDPM ancestral (1,000 steps, `sample.sampler="ddpm"`, the paper's FID) or DDIM (Song et
 al. 2021; 50 steps here, its faster alternative).
 
-FID needs an Inception network the user supplies (`:fid=PATH`, evaluator `fid`); without
-it the run reports the eval loss only. `:runlocal` is a 2-step smoke run of a small U-Net.
+FID needs pytorch-fid's Inception weights, which the user downloads and converts
+(`python -m train.evaluators.inception_weights IN.pth inception.npz`, README "FID"), then
+`:fid=inception.npz` adds the `fid` evaluator at 299x299; without it the run reports the
+eval loss only. `:runlocal` is a 2-step smoke run of a small U-Net.
 """
 from configs.common import base_config, evaluator, parse_arg
 
@@ -67,8 +69,9 @@ def get_config(arg: str | None = None):
     c.train.checkpoint_every = 10_000
     c.train.eval_max_batches = 10
     if args.fid:
+        # image_size: samples and real images resized to InceptionV3's 299 (as pytorch-fid).
         c.evals.fid = evaluator("fid", weights=args.fid, num_samples=args.fid_samples,
-                                every=100_000, batch_size=500)
+                                every=100_000, batch_size=500, image_size=299)
 
     if args.runlocal:
         c.model.channels = 32

@@ -8,12 +8,18 @@ i.e. it antialiases, as torchvision's and big_vision's resizes do). `normalize` 
 one vectorised call on the stacked (R, H, W, C) batch once the crops have made the shapes
 equal. Randomness comes from the row's RowRandom (data/ops.py), a fixed number of draws
 per call, so crops are keyed by stream position like every other op.
+
+Each per-example image op is built by `image_op` from a function of the image alone, which
+takes and returns a Pillow image or an array. Called on its own, the op returns an array;
+`fuse` (used by data/ops.py's `chain`) runs consecutive image ops of a spec on one Pillow
+image and converts it to an array once, at the end: the same pixels (the conversions are
+lossless) without two copies per op.
 """
 from __future__ import annotations
 
 import io
 import math
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -23,10 +29,17 @@ from errors import ConfigError, DataError
 
 
 Op = Callable[[dict, RowRandom], dict]
+Picture = Union[Image.Image, np.ndarray]  # an image between image ops: Pillow or (H, W, C)
+ImageFn = Callable[[Any, RowRandom], Any]  # image (or encoded bytes) -> Picture
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # per RGB channel, of images scaled to [0, 1]
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_ATTEMPTS = 10  # Inception-style crop: tries before the central fallback
+
+
+def _size(img: Picture) -> tuple[int, int]:
+    """(height, width) of a Pillow image or an (H, W, ...) array."""
+    return (img.height, img.width) if isinstance(img, Image.Image) else img.shape[:2]
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -49,6 +62,47 @@ def from_pil(img: Image.Image) -> np.ndarray:
     return arr[..., None] if arr.ndim == 2 else arr
 
 
+def as_pil(img: Picture) -> Image.Image:
+    """A Pillow image as it is, an (H, W, 1|3) uint8 array as a Pillow image."""
+    return img if isinstance(img, Image.Image) else to_pil(img)
+
+
+def as_array(img: Picture) -> np.ndarray:
+    """An array as it is, a Pillow image as an (H, W, C) uint8 array."""
+    return from_pil(img) if isinstance(img, Image.Image) else img
+
+
+def mirror(img: np.ndarray) -> np.ndarray:
+    """(H, W, ...) -> its left-right mirror image (a new array)."""
+    if img.dtype == np.uint8 and img.ndim == 3 and img.shape[-1] in (1, 3):
+        return from_pil(to_pil(img).transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+    return img[:, ::-1]
+
+
+def image_op(fn: ImageFn, key: str) -> Op:
+    """The per-example op that applies `fn` to `example[key]` and stores an array; `fuse`
+    reads `fn` and `key` back to chain it with its neighbours on one Pillow image."""
+    def op(example, rand):
+        return {**example, key: as_array(fn(example[key], rand))}
+    op.image_fn, op.image_key = fn, key
+    return op
+
+
+def fuse(ops: Sequence[Op]) -> list[Op]:
+    """`ops` with each run of consecutive image ops on the same feature replaced by one
+    image op: the run's functions pass the Pillow image along, one array conversion at the
+    end. Draws happen in the same order, so the output is identical."""
+    out: list[Op] = []
+    for op in ops:
+        key = getattr(op, "image_key", None)
+        if key is not None and out and getattr(out[-1], "image_key", None) == key:
+            first, then = out[-1].image_fn, op.image_fn
+            out[-1] = image_op(lambda img, rand, first=first, then=then: then(first(img, rand), rand), key)
+        else:
+            out.append(op)
+    return out
+
+
 def decode(channels: int = 3, key: str = "image") -> Op:
     """Encoded JPEG/PNG/... bytes -> (H, W, channels) uint8.
 
@@ -60,19 +114,20 @@ def decode(channels: int = 3, key: str = "image") -> Op:
     if channels not in modes:
         raise ConfigError(f"decode(channels={channels!r}): channels must be 1 or 3.")
 
-    def op(example, rand):
-        data = example[key]
-        if isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 3:
-            return example
+    def fn(data, rand):
+        if isinstance(data, Image.Image) or (
+                isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 3):
+            return data
         if isinstance(data, np.ndarray):  # a 0-d object array holding the bytes
             data = data.item()
         try:
-            with Image.open(io.BytesIO(data)) as img:
-                arr = from_pil(img.convert(modes[channels]))  # (H, W, channels)
+            img = Image.open(io.BytesIO(data))
+            img.load()
         except (UnidentifiedImageError, TypeError, OSError) as e:
             raise DataError(f"feature {key!r} is not an encoded image ({type(e).__name__}: {e}); "
                             f"drop `decode` from the preprocess spec if it is already an array.") from None
-        return {**example, key: arr}
+        return img if img.mode == modes[channels] else img.convert(modes[channels])
+    op = image_op(fn, key)
     op.decodes = key  # read by data/sources.py: open this feature undecoded
     return op
 
@@ -112,41 +167,40 @@ def random_resized_crop(size: int | Sequence[int], scale: Sequence[float] = (0.0
     (log-uniform), resized (bilinear) to `size`; (H, W, C) -> (size, size, C)."""
     out_h, out_w = _pair(size)
 
-    def op(example, rand):
-        img = example[key]                                         # (H, W, C) uint8
+    def fn(img, rand):
+        img = as_pil(img)                                          # (H, W, C) uint8
         u = rand.uniform(CROP_ATTEMPTS, 4)[0]                      # (10, 4)
-        top, left, h, w = inception_crop_box(img.shape[0], img.shape[1], u, scale, ratio)
-        out = to_pil(img).resize((out_w, out_h), Image.BILINEAR, box=(left, top, left + w, top + h))
-        return {**example, key: from_pil(out)}                     # (out_h, out_w, C)
-    return op
+        top, left, h, w = inception_crop_box(img.height, img.width, u, scale, ratio)
+        return img.resize((out_w, out_h), Image.BILINEAR, box=(left, top, left + w, top + h))
+    return image_op(fn, key)                                       # (out_h, out_w, C)
 
 
 def resize_small(size: int, key: str = "image") -> Op:
     """Resizes (bilinear) so that the shorter side is `size`, keeping the aspect ratio."""
-    def op(example, rand):
-        img = example[key]                                         # (H, W, C) uint8
-        h, w = img.shape[:2]
+    def fn(img, rand):
+        h, w = _size(img)
         factor = size / min(h, w)
         new_h, new_w = max(1, int(round(h * factor))), max(1, int(round(w * factor)))
         if (new_h, new_w) == (h, w):
-            return example
-        return {**example, key: from_pil(to_pil(img).resize((new_w, new_h), Image.BILINEAR))}
-    return op
+            return img
+        return as_pil(img).resize((new_w, new_h), Image.BILINEAR)
+    return image_op(fn, key)
 
 
 def central_crop(size: int | Sequence[int], key: str = "image") -> Op:
     """The central (size, size) window of an image at least that large."""
     out_h, out_w = _pair(size)
 
-    def op(example, rand):
-        img = example[key]                                         # (H, W, C)
-        h, w = img.shape[:2]
+    def fn(img, rand):
+        h, w = _size(img)
         if h < out_h or w < out_w:
             raise DataError(f"central_crop({out_h}, {out_w}) got a {h}x{w} image; resize it "
                             f"first, e.g. resize_small({max(out_h, out_w)})|central_crop(...).")
         top, left = (h - out_h) // 2, (w - out_w) // 2
-        return {**example, key: img[top:top + out_h, left:left + out_w]}
-    return op
+        if isinstance(img, Image.Image):
+            return img.crop((left, top, left + out_w, top + out_h))
+        return img[top:top + out_h, left:left + out_w]             # any array: a view
+    return image_op(fn, key)
 
 
 def normalize(mean: float | Sequence[float] = IMAGENET_MEAN, std: float | Sequence[float] = IMAGENET_STD,

@@ -66,8 +66,11 @@ def flip_lr(key: str = "image") -> Op:
     """Mirror left-right with probability 1/2."""
     def op(batch, rand):
         img = batch[key]                                                 # (R, H, W, ...)
-        flip = (rand.uniform(1)[:, 0] < 0.5).reshape(-1, *([1] * (img.ndim - 1)))
-        return {**batch, key: np.where(flip, img[:, :, ::-1], img)}
+        flip = np.flatnonzero(rand.uniform(1)[:, 0] < 0.5)
+        out = np.array(img)
+        for r in flip:  # a row at a time: Pillow mirrors uint8 images ~5x faster than numpy
+            out[r] = image_ops.mirror(img[r])
+        return {**batch, key: out}
     return op
 
 
@@ -154,7 +157,10 @@ def parse(spec: str) -> Stages:
 
 
 def chain(ops: Sequence[Op]) -> Op:
-    """One op that applies `ops` in order (the identity for none)."""
+    """One op that applies `ops` in order (the identity for none). Consecutive image ops
+    pass a Pillow image between them (image_ops.fuse): same output, fewer copies."""
+    ops = image_ops.fuse(ops)
+
     def op(data, rand):
         for f in ops:
             data = f(data, rand)

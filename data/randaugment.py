@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-from data.image_ops import from_pil, to_pil
+from data.image_ops import as_pil, image_op
 from data.row_random import RowRandom
 
 
@@ -43,12 +43,14 @@ def _solarize_add(img: Image.Image, addition: int) -> Image.Image:
 
 
 def _cutout(img: Image.Image, pad: int, cy: float, cx: float) -> Image.Image:
-    """Grey square of side 2 * pad centred at (cy, cx) (fractions of height and width)."""
-    arr = from_pil(img).copy()                                     # (H, W, C)
-    h, w = arr.shape[:2]
-    y, x = int(cy * h), int(cx * w)
-    arr[max(0, y - pad):y + pad, max(0, x - pad):x + pad] = FILL
-    return to_pil(arr)
+    """Grey square of side 2 * pad centred at (cy, cx) (fractions of height and width),
+    clipped to the image."""
+    if pad <= 0:
+        return img
+    y, x = int(cy * img.height), int(cx * img.width)
+    out = img.copy()
+    out.paste(_fill(img), (max(0, x - pad), max(0, y - pad), min(img.width, x + pad), min(img.height, y + pad)))
+    return out
 
 
 def _enhance(enhancer) -> Callable:
@@ -83,11 +85,11 @@ def randaugment(num_layers: int = 2, magnitude: float = 10, key: str = "image") 
     AUGMENTS, each at `magnitude` in [0, 10]; same shape and dtype out."""
     m = float(magnitude) / 10.0
 
-    def op(example, rand):
+    def fn(img, rand):
         u = rand.uniform(num_layers, DRAWS)[0]                     # (layers, 4)
-        img = to_pil(example[key])
+        img = as_pil(img)
         for choice, sign, cy, cx in u:
             name = NAMES[min(int(choice * len(NAMES)), len(NAMES) - 1)]
             img = AUGMENTS[name](img, m, 1.0 if sign < 0.5 else -1.0, np.array([cy, cx]))
-        return {**example, key: from_pil(img)}
-    return op
+        return img
+    return image_op(fn, key)

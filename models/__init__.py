@@ -21,6 +21,7 @@ MODELS: dict[str, str] = {
     "rnn": "models.rnn:RNN",
     "unet": "models.unet:UNet",
     "transformer": "models.transformer:Transformer",
+    "inception_v3": "models.inception:InceptionV3",  # FID features (train/evaluators/fid.py)
 }
 
 

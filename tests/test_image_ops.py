@@ -157,3 +157,33 @@ def test_one_train_step_on_mock_imagenet_with_mixup(tmp_path):
         last = loop.train(c, str(tmp_path / "run"))
     assert np.isfinite(last["train/loss"]) and 0.0 <= last["train/accuracy"] <= 1.0
     assert 0.0 <= last["eval/accuracy"] <= 1.0
+
+
+def test_a_chain_of_image_ops_equals_the_ops_one_at_a_time():
+    """`chain` passes a Pillow image between consecutive image ops (image_ops.fuse); the
+    output must be the pixels of applying each op alone, array to array, with the same draws."""
+    spec = "decode|random_resized_crop(24)|randaugment(3, 9)|resize_small(20)|central_crop(18)"
+    stages = ops.parse(spec)
+    assert len(image_ops.fuse(stages.example)) == 1  # one Pillow image, one conversion
+    rand = ops.RowRandom(5, np.arange(6), stream=ops.EXAMPLE_STREAM)
+    for r in range(6):
+        example = {"image": encode(smooth_image(40 + 3 * r, 50, r), "JPEG"), "label": r}
+        fused = ops.chain(stages.example)(example, rand.row(r))
+        one_by_one, row = example, rand.row(r)
+        for op in stages.example:
+            one_by_one = op(one_by_one, row)
+            assert isinstance(one_by_one["image"], np.ndarray)
+        assert isinstance(fused["image"], np.ndarray) and fused["image"].shape == (18, 18, 3)
+        np.testing.assert_array_equal(fused["image"], one_by_one["image"])
+        assert fused["label"] == r
+
+
+@pytest.mark.parametrize("shape,dtype", [((6, 9, 11, 3), np.uint8), ((6, 9, 11, 1), np.uint8),
+                                         ((6, 8, 8, 1), np.float32), ((6, 9, 11), np.uint8)])
+def test_flip_lr_mirrors_the_rows_it_draws(shape, dtype):
+    """Pillow mirrors uint8 images, numpy the rest: both are numpy's reversed width axis."""
+    img = (np.random.default_rng(0).random(shape) * 255).astype(dtype)
+    out = ops.flip_lr()({"image": img}, ops.RowRandom(1, np.arange(6)))["image"]
+    flip = ops.RowRandom(1, np.arange(6)).uniform(1)[:, 0] < 0.5
+    assert 0 < flip.sum() < 6 and out.dtype == img.dtype
+    np.testing.assert_array_equal(out, np.where(flip.reshape(-1, *[1] * (img.ndim - 1)), img[:, :, ::-1], img))

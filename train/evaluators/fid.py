@@ -10,9 +10,9 @@ parameter paths ("params/stem_conv/kernel", ...) and the key "network", a JSON o
 the network's output, or with `feature_layer` the output of that submodule (averaged
 over the spatial axes when it is (B, H, W, C)).
 
-Strata has no InceptionV3 port: for FID numbers comparable with published ones, port the
-pytorch-fid / TTUR `pt_inception-2015-12-05` network to a Linen module in models/ and
-convert its weights to such an .npz. The statistics use gaussian_stats and
+For FID numbers comparable with published ones, use pytorch-fid's Inception
+(models/inception.py, `inception_v3`) with its `pt_inception-2015-12-05` weights converted
+by train/evaluators/inception_weights.py, and `image_size=299`. The statistics use gaussian_stats and
 frechet_distance from sample_quality.py; like FID they are biased upwards for small
 sample sets, so compare numbers at equal `num_samples`.
 """
@@ -33,9 +33,9 @@ from train.evaluators.base import EvalContext, Evaluator
 from train.evaluators.sample_quality import frechet_distance, gaussian_stats
 
 WHERE = ("an .npz with the network's parameters and a 'network' JSON entry (see "
-         "train/evaluators/fid.py, save_feature_network); for FID proper, the pytorch-fid "
-         "pt_inception-2015-12-05 weights (github.com/mseitzer/pytorch-fid releases) ported "
-         "to a Linen module in models/ and converted to .npz")
+         "train/evaluators/fid.py, save_feature_network); for FID proper, pytorch-fid's "
+         "pt_inception-2015-12-05-6726825d.pth (github.com/mseitzer/pytorch-fid releases) "
+         "converted with `python -m train.evaluators.inception_weights IN.pth OUT.npz`")
 
 
 def save_feature_network(path: str, network: dict, variables: dict) -> None:
