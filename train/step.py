@@ -45,22 +45,16 @@ def _split_microbatches(batch: Batch, k: int) -> Batch:
     return jax.tree.map(split, batch)
 
 
-def _split_trainable(params: Any, trainable: Callable[[Any], Any] | None):
-    """(what to differentiate, that -> full params, its gradient -> full gradient).
+def _pick(tree: Any, flags: list[bool]) -> list:
+    """The leaves of `tree` whose flag is True, in tree order."""
+    return [leaf for leaf, f in zip(jax.tree.leaves(tree), flags) if f]
 
-    With `trainable` (params -> bool tree) only those leaves are differentiated: the
-    frozen weights are constants of the step, so no gradient is computed for them (their
-    full-gradient entries are zeros, which the optimizer's set_to_zero ignores)."""
-    if trainable is None:
-        return params, lambda p: p, lambda g: g
-    flags = jax.tree.leaves(trainable(params))
-    leaves, treedef = jax.tree.flatten(params)
 
-    def fill(part: list, others: list) -> Any:
-        it = iter(part)
-        return treedef.unflatten([next(it) if f else o for f, o in zip(flags, others)])
-    picked = [leaf for leaf, f in zip(leaves, flags) if f]
-    return picked, lambda p: fill(p, leaves), lambda g: fill(g, [jnp.zeros_like(x) for x in leaves])
+def _put(part: list, tree: Any, flags: list[bool]) -> Any:
+    """`tree` with its flagged leaves replaced, in order, by those of `part`."""
+    leaves, treedef = jax.tree.flatten(tree)
+    it = iter(part)
+    return treedef.unflatten([next(it) if f else leaf for leaf, f in zip(leaves, flags)])
 
 
 def train_step(state: TrainState, batch: Batch, *, model: nn.Module, task: Task,
@@ -70,11 +64,15 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module, task: Task,
     """One optimizer update on `batch` (averaged over `grad_accum` microbatches); with
     `trainable` (LoRA) only those parameters are differentiated and updated."""
     rng = jax.random.fold_in(state.rng, state.step)
-    variables, expand, full_grads = _split_trainable(state.params, trainable)
+    # With `trainable` only those leaves are differentiated: the frozen weights are
+    # constants of the step, so no gradient is computed for them.
+    flags = None if trainable is None else jax.tree.leaves(trainable(state.params))
+    variables = state.params if flags is None else _pick(state.params, flags)
 
     def loss_fn(variables, model_state, microbatch, rng):
         task_rng, dropout_rng = jax.random.split(rng)
-        apply = _make_apply(model, expand(variables), model_state, True, dropout_rng)
+        params = variables if flags is None else _put(variables, state.params, flags)
+        apply = _make_apply(model, params, model_state, True, dropout_rng)
         loss, metrics, new_model_state = task.loss(apply, microbatch, task_rng)
         return loss, (metrics, new_model_state)
 
@@ -97,8 +95,12 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module, task: Task,
         metrics = jax.tree.map(jnp.mean, metrics)
 
     grad_norm = optax.global_norm(grads)  # of what trains
-    updates, opt_state = tx.update(full_grads(grads), state.opt_state, state.params)
+    if flags is not None:  # zeros where frozen: the optimizer's set_to_zero ignores them
+        grads = _put(grads, jax.tree.map(jnp.zeros_like, state.params), flags)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    if flags is not None:  # frozen weights stay the very arrays (w + 0 would turn -0.0 into 0.0)
+        params = _put(_pick(params, flags), state.params, flags)
     ema = state.ema_params
     if ema is not None:
         ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
