@@ -31,6 +31,7 @@ PARTS: dict[str, tuple[str, dict, dict]] = {
     "ckpt": ("benchmarks.ckpt", dict(repeats=3), dict(repeats=2)),
     "compile": ("benchmarks.compile_time", dict(), dict()),
     "sample": ("benchmarks.sampling", dict(repeats=3), dict(repeats=2)),
+    "lora": ("benchmarks.lora", dict(repeats=5, steps=3), dict(repeats=2, steps=1)),
 }
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.md")
 
