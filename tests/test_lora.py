@@ -131,6 +131,48 @@ def test_bad_settings_are_user_errors():
     assert build_model(name="resnet", depth=8, lora_rank=0).depth == 8  # off: any family
 
 
+def _lora_gpt_run(mesh, grad_accum: int, steps: int = 3):
+    """`steps` SGD steps of a LoRA GPT (all targets) on `mesh`: (losses, state, shardings)."""
+    import ml_collections
+    from train.optimizers import build_optimizer
+    from train.sharding import DEFAULT_RULES, batch_sharding, to_global
+    from train.state import create_train_state
+    from train.step import jit_train_step
+    from train.tasks import build_task
+    model, _ = _model("gpt", rank=R, targets=ALL)
+    task = build_task(name="language_model", vocab_size=50)
+    trainable = trainable_mask(())
+    tx = build_optimizer(ml_collections.ConfigDict(dict(
+        name="sgd", learning_rate=0.5, momentum=0.9, nesterov=False, schedule="constant", warmup_steps=0,
+        weight_decay=1e-2, grad_clip=0.0)), steps, trainable)
+    rng = np.random.default_rng(0)
+    batches = [{"tokens": rng.integers(0, 50, (16, 9)).astype(np.int32)} for _ in range(steps)]
+    state, shardings = create_train_state(model, task, tx, {"tokens": batches[0]["tokens"][:1]}, 0, False,
+                                          mesh, DEFAULT_RULES)
+    step = jit_train_step(model, task, tx, shardings, batch_sharding(mesh), grad_accum=grad_accum,
+                          trainable=trainable)
+    losses = []
+    for b in batches:
+        state, m = step(state, to_global(b, mesh))
+        losses.append(float(m["loss"]))
+    return np.array(losses), state, shardings
+
+
+def test_adapters_shard_by_the_kernels_axes_and_accumulate_exactly():
+    from train.sharding import make_mesh
+    losses, state, shardings = _lora_gpt_run(make_mesh(2, 4, 1), grad_accum=1)
+    qkv = shardings.params["block_0"]["attn"]["qkv"]
+    assert tuple(qkv["lora_a_0"].spec) == ("fsdp", None)   # kernel ("embed", None, "heads", "kv")
+    assert tuple(qkv["lora_b_2"].spec)[0] is None          # the rank axis is replicated
+    assert qkv["lora_a_0"].spec == shardings.opt_state.inner_states["train"].inner_state[1][0].trace[
+        "block_0"]["attn"]["qkv"]["lora_a_0"].spec        # momentum placed like its parameter
+    assert len(jax.tree.leaves(shardings.opt_state)) == len(jax.tree.leaves(state.opt_state))
+    accumulated, state2, _ = _lora_gpt_run(make_mesh(2, 4, 1), grad_accum=2)
+    np.testing.assert_allclose(accumulated, losses, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(state2.params), jax.tree.leaves(state.params)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 # --- Training through the loop: a transformers GPT-2 imported and fine-tuned with LoRA ---
 
 def _hf_gpt2(folder: str) -> None:
