@@ -46,10 +46,13 @@ def check_lora(rank: int, alpha: float, targets: tuple[str, ...]) -> None:
         return
     if not alpha > 0:
         raise ConfigError(f"model.lora_alpha must be positive (the adapters are scaled by alpha/rank), got {alpha}.")
+    if not targets:
+        raise ConfigError(f"model.lora_targets is empty, so lora_rank={rank} would add no adapter; "
+                          f"name some of {', '.join(LORA_TARGETS)}.")
     unknown = [t for t in targets if t not in LORA_TARGETS]
-    if unknown or not targets:
+    if unknown:
         raise UnknownNameError(f"model.lora_targets {tuple(targets)!r}: "
-                               + unknown_name_message("LoRA target", unknown[0] if unknown else "", list(LORA_TARGETS)))
+                               + unknown_name_message("LoRA target", unknown[0], list(LORA_TARGETS)))
 
 
 def lora_args(lora_rank: int, lora_alpha: float, lora_targets: tuple[str, ...], role: str) -> dict:

@@ -126,6 +126,9 @@ def test_bad_settings_are_user_errors():
     model, inputs = _model("gpt", rank=R, targets=("query", "qkv"))
     with pytest.raises(errors.UnknownNameError, match="unknown LoRA target 'qkv'"):
         _init(model, inputs)
+    model, inputs = _model("vit", rank=R, targets=())
+    with pytest.raises(errors.ConfigError, match="lora_targets is empty"):
+        _init(model, inputs)
     with pytest.raises(errors.ConfigError, match="lora_train has a bad regular expression"):
         trainable_mask(("head/[",))
     assert build_model(name="resnet", depth=8, lora_rank=0).depth == 8  # off: any family
