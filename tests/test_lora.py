@@ -216,6 +216,7 @@ def _train_metrics(workdir: str) -> list[dict]:
         return [{k: v for k, v in json.loads(line).items() if not k.startswith("eval/")} for line in f]
 
 
+@pytest.mark.slow  # trains through the loop (make test-fast leaves it out)
 def test_only_the_adapters_change_and_only_they_have_optimizer_state(lora_run):
     folder, workdir, c = lora_run
     loaded, trained = _flat(hf.load_params(folder)), _flat(init_from.load_params(workdir))
@@ -236,6 +237,7 @@ def test_only_the_adapters_change_and_only_they_have_optimizer_state(lora_run):
     assert sum(x.size for x in arrays) == 2 * count_trainable(state.params, exp.trainable)
 
 
+@pytest.mark.slow  # trains through the loop (make test-fast leaves it out)
 def test_resumed_lora_run_is_bit_identical(lora_run, tfds_dir, tmp_path):
     folder, reference, _ = lora_run
     loop.train(_config(folder, tfds_dir, steps=3), str(tmp_path))
@@ -246,6 +248,7 @@ def test_resumed_lora_run_is_bit_identical(lora_run, tfds_dir, tmp_path):
         assert resumed[k].tobytes() == v.tobytes(), k
 
 
+@pytest.mark.slow  # trains through the loop (make test-fast leaves it out)
 def test_export_merges_adapters_into_a_plain_gpt2(lora_run, tmp_path):
     from commands.export import _export_hf
     _, workdir, c = lora_run
