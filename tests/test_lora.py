@@ -126,6 +126,9 @@ def test_bad_settings_are_user_errors():
     model, inputs = _model("gpt", rank=R, targets=("query", "qkv"))
     with pytest.raises(errors.UnknownNameError, match="unknown LoRA target 'qkv'"):
         _init(model, inputs)
+    model, inputs = _model("gpt", rank=R)
+    with pytest.raises(errors.ConfigError, match="does not work with model.scan_layers"):
+        _init(model.clone(scan_layers=True), inputs)
     model, inputs = _model("vit", rank=R, targets=())
     with pytest.raises(errors.ConfigError, match="lora_targets is empty"):
         _init(model, inputs)
