@@ -58,10 +58,19 @@ bench-accel: $(STAMP)
 	$(BIN)/python -m benchmarks.mfu $(MFU_ARGS)
 
 # Re-pin after changing pyproject.toml: resolves into a scratch venv and freezes it.
+# requirements.lock: the runtime dependencies only (what `make train` installs);
+# requirements-test.lock: what the test extra adds on top of them (`make test` installs it
+# after requirements.lock), resolved with the runtime pins held fixed; its leading
+# comment lines are kept.
+LOCK_VENV := /tmp/strata-lock
+FREEZE    := $(LOCK_VENV)/bin/pip freeze --exclude-editable | grep -v '^strata\b'
 lock:
-	rm -rf /tmp/strata-lock && $(PYTHON) -m venv /tmp/strata-lock
-	/tmp/strata-lock/bin/pip install --quiet ".[test]"
-	/tmp/strata-lock/bin/pip freeze --exclude-editable | grep -v '^strata' > requirements.lock
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet .
+	$(FREEZE) > requirements.lock
+	$(LOCK_VENV)/bin/pip install --quiet ".[test]" -c requirements.lock
+	{ grep '^#' requirements-test.lock; $(FREEZE) | grep -vxFf requirements.lock; } > requirements-test.lock.new
+	mv requirements-test.lock.new requirements-test.lock
 
 clean-venv:
 	rm -rf $(VENV)

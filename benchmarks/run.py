@@ -33,6 +33,7 @@ PARTS: dict[str, tuple[str, dict, dict]] = {
     "compile": ("benchmarks.compile_time", dict(), dict()),
     "sample": ("benchmarks.sampling", dict(repeats=3), dict(repeats=2)),
     "e2e": ("benchmarks.end_to_end", dict(pairs=3), dict(pairs=1, steps=100)),
+    "lora": ("benchmarks.lora", dict(repeats=5, steps=3), dict(repeats=2, steps=1)),
 }
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.md")
 

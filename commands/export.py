@@ -3,7 +3,9 @@ folder that another framework loads (`hf`: Hugging Face `from_pretrained`).
 
 Reads the parameters (checksums verified) and the saved config only: no model is built
 and no device is needed beyond reading the arrays. The exported weights are the trained
-`params` (not an EMA copy).
+`params` (not an EMA copy); LoRA adapters are merged into their layers' kernels
+(W + (alpha / rank) A B, models/layers.py `merge_lora`), so the folder holds the plain
+architecture that `transformers` loads with its usual classes.
 """
 from __future__ import annotations
 
@@ -17,10 +19,13 @@ FORMATS: dict[str, str] = {"hf": "Hugging Face save_pretrained folder (config.js
 
 def _export_hf(workdir: str, out: str) -> list[str]:
     from commands.workdir import saved_config
+    from models.layers import merge_lora
     from train import hf, init_from
     config = saved_config(workdir)
     fields = config.model.to_dict()
     params = init_from.load_params(workdir)
+    if fields.get("lora_rank"):  # absent from the configs of runs older than LoRA
+        params = merge_lora(params, fields["lora_alpha"])
     return hf.write_folder(out, params, fields.pop("name"), fields)
 
 

@@ -1,7 +1,9 @@
 """Defaults shared by every config: each file starts from `base_config()` and sets what
 differs. Every key the code reads is defined here, with a comment; the code reads keys
 directly (no `.get(key, default)` copies of these defaults). `model.*` and `task.*` hold
-the fields of the model and task classes, whose defaults live in those classes."""
+the fields of the model and task classes, whose defaults live in those classes; the
+`model.lora_*` keys below are the exception, common to every config (the families
+without LoRA must leave them off)."""
 from __future__ import annotations
 
 import ml_collections
@@ -12,6 +14,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0
 
     c.model = ml_collections.ConfigDict()   # name + the model's own fields
+    # LoRA (Hu et al. 2021) for gpt, vit, transformer: frozen base weights, trainable
+    # low-rank adapters W + (alpha / rank) A B; only they (and lora_train) train.
+    c.model.lora_rank = 0          # > 0 adds adapters of this rank; 0 = off (the plain model)
+    c.model.lora_alpha = 16.0      # the adapters' output scale is lora_alpha / lora_rank
+    c.model.lora_targets = ("query", "value")  # the paper's; any of query key value out mlp_in mlp_out
+    c.model.lora_train = ("head/.*",)  # with lora_rank > 0, parameters that train besides the
+                                   # adapters: regexes matching a whole path "a/b/kernel";
+                                   # a classifier's new head must train; () = adapters only
     c.task = ml_collections.ConfigDict()    # name + the task's own fields
 
     c.data = ml_collections.ConfigDict()

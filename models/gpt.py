@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from errors import ConfigError
 from models.attention import attention
 from models.decoding import init_cache  # noqa: F401  (benchmarks/sampling.py imports it from here)
-from models.layers import layer_norm, normal, zeros
+from models.layers import LoRADense, check_lora, layer_norm, lora_args, normal, zeros
 
 POSITIONS = ("learned", "rotary")
 
@@ -69,6 +69,9 @@ class CausalSelfAttention(nn.Module):
     rotary: bool
     out_stddev: float
     dtype: Any = jnp.float32
+    lora_rank: int = 0
+    lora_alpha: float = 1.0
+    lora_targets: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, positions: jnp.ndarray, mask: jnp.ndarray | None,
@@ -78,10 +81,14 @@ class CausalSelfAttention(nn.Module):
         batch, length, width = x.shape
         head_dim = width // self.num_heads
         # One projection for queries, keys and values (nanoGPT's c_attn): one larger matmul
-        # instead of three, and one gradient for x instead of three to add up.
-        qkv = nn.DenseGeneral(features=(3, self.num_heads, head_dim), dtype=self.dtype, name="qkv",
-                              kernel_init=normal(0.02, ("embed", None, "heads", "kv")),
-                              bias_init=zeros((None, "heads", "kv")))(x)  # (B, T, 3, H, D)
+        # instead of three, and one gradient for x instead of three to add up. LoRA
+        # targets among query/key/value get one adapter each, on their slot of the output.
+        slots = tuple(i for i, role in enumerate(("query", "key", "value")) if role in self.lora_targets)
+        qkv = LoRADense(features=(3, self.num_heads, head_dim), dtype=self.dtype, name="qkv",
+                        kernel_init=normal(0.02, ("embed", None, "heads", "kv")),
+                        bias_init=zeros((None, "heads", "kv")),
+                        lora_rank=self.lora_rank if slots else 0, lora_alpha=self.lora_alpha,
+                        lora_slots=slots)(x)  # (B, T, 3, H, D)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, T, H, D) each
         if self.rotary:
             q, k = rotary(q, positions), rotary(k, positions)
@@ -105,9 +112,10 @@ class CausalSelfAttention(nn.Module):
         else:
             y = attention(q, k, v, mask=mask, is_causal=True)  # (B, T, H, D)
 
-        return nn.DenseGeneral(features=width, axis=(-2, -1), dtype=self.dtype, name="out",
-                               kernel_init=normal(self.out_stddev, ("heads", "kv", "embed")),
-                               bias_init=zeros(("embed",)))(y)  # (B, T, E)
+        return LoRADense(features=width, axis=(-2, -1), dtype=self.dtype, name="out",
+                         kernel_init=normal(self.out_stddev, ("heads", "kv", "embed")),
+                         bias_init=zeros(("embed",)),
+                         **lora_args(self.lora_rank, self.lora_alpha, self.lora_targets, "out"))(y)  # (B, T, E)
 
 
 class Block(nn.Module):
@@ -121,6 +129,9 @@ class Block(nn.Module):
     layer_norm_epsilon: float = 1e-5
     gelu_approximate: bool = True
     dtype: Any = jnp.float32
+    lora_rank: int = 0
+    lora_alpha: float = 1.0
+    lora_targets: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, positions: jnp.ndarray, mask: jnp.ndarray | None,
@@ -129,17 +140,19 @@ class Block(nn.Module):
         width = x.shape[-1]
         drop = nn.Dropout(rate=self.dropout, deterministic=not train)
         y = layer_norm(self.dtype, "ln_attn", epsilon=self.layer_norm_epsilon)(x)
+        lora = dict(lora_rank=self.lora_rank, lora_alpha=self.lora_alpha, lora_targets=self.lora_targets)
         y = CausalSelfAttention(num_heads=self.num_heads, max_len=self.max_len, rotary=self.rotary,
                                 out_stddev=self.out_stddev, dtype=self.dtype,
-                                name="attn")(y, positions, mask, decode)
+                                name="attn", **lora)(y, positions, mask, decode)
         x = x + drop(y)
         y = layer_norm(self.dtype, "ln_mlp", epsilon=self.layer_norm_epsilon)(x)
-        y = nn.Dense(features=self.mlp_dim, dtype=self.dtype, name="mlp_in",
-                     kernel_init=normal(0.02, ("embed", "mlp")), bias_init=zeros(("mlp",)))(y)
+        y = LoRADense(features=self.mlp_dim, dtype=self.dtype, name="mlp_in",
+                      kernel_init=normal(0.02, ("embed", "mlp")), bias_init=zeros(("mlp",)),
+                      **lora_args(self.lora_rank, self.lora_alpha, self.lora_targets, "mlp_in"))(y)
         y = nn.gelu(y, approximate=self.gelu_approximate)  # (B, T, mlp_dim)
-        y = nn.Dense(features=width, dtype=self.dtype, name="mlp_out",
-                     kernel_init=normal(self.out_stddev, ("mlp", "embed")),
-                     bias_init=zeros(("embed",)))(y)
+        y = LoRADense(features=width, dtype=self.dtype, name="mlp_out",
+                      kernel_init=normal(self.out_stddev, ("mlp", "embed")), bias_init=zeros(("embed",)),
+                      **lora_args(self.lora_rank, self.lora_alpha, self.lora_targets, "mlp_out"))(y)
         return x + drop(y)
 
 
@@ -168,6 +181,12 @@ class GPT(nn.Module):
       scan_layers: run the blocks as one `nn.scan` over parameters stacked on a leading
         "layers" axis (params["blocks"], not block_0..block_{L-1}): the same function, but
         XLA compiles one block instead of L, so compile time stops growing with depth.
+      lora_rank: > 0 adds LoRA adapters of this rank (models/layers.py `LoRADense`) to the
+        projections named in `lora_targets`; 0 = none (the plain model). Not with
+        scan_layers yet (the merge for export reads per-layer parameters).
+      lora_alpha: the adapters' output is scaled by lora_alpha / lora_rank.
+      lora_targets: among query, key, value (slots of the fused `qkv`), out, mlp_in,
+        mlp_out; the paper's default is ("query", "value").
     """
     vocab_size: int = 256
     num_layers: int = 6
@@ -183,8 +202,15 @@ class GPT(nn.Module):
     layer_norm_epsilon: float = 1e-5
     gelu_approximate: bool = True
     scan_layers: bool = False
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_targets: tuple[str, ...] = ("query", "value")
 
     def _check(self, length: int) -> None:
+        check_lora(self.lora_rank, self.lora_alpha, self.lora_targets)
+        if self.lora_rank and self.scan_layers:
+            raise ConfigError("model.lora_rank > 0 does not work with model.scan_layers=True yet; "
+                              "set --config.model.scan_layers=False.")
         if self.positions not in POSITIONS:
             raise ConfigError(f"unknown GPT positions {self.positions!r}. Valid: {', '.join(POSITIONS)}.")
         if self.width % self.num_heads:
@@ -244,7 +270,9 @@ class GPT(nn.Module):
                             max_len=self.max_len, rotary=self.positions == "rotary",
                             out_stddev=out_stddev, dropout=self.dropout,
                             layer_norm_epsilon=self.layer_norm_epsilon,
-                            gelu_approximate=self.gelu_approximate, dtype=dtype)
+                            gelu_approximate=self.gelu_approximate, dtype=dtype,
+                            lora_rank=self.lora_rank, lora_alpha=self.lora_alpha,
+                            lora_targets=tuple(self.lora_targets))
         if self.scan_layers:
             stack = nn.scan(lambda block, x, positions, mask: (block(x, positions, mask, train, decode), None),
                             variable_axes={"params": 0, "cache": 0},

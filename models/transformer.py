@@ -43,7 +43,7 @@ import numpy as np
 
 from errors import ConfigError
 from models.attention import attention
-from models.layers import layer_norm, zeros
+from models.layers import LoRADense, check_lora, layer_norm, lora_args, zeros
 
 xavier = nn.initializers.xavier_uniform()
 
@@ -97,6 +97,9 @@ class Attention(nn.Module):
     keeps its keys and values in the "cache" collection (x is then the memory)."""
     num_heads: int
     dtype: Any = jnp.float32
+    lora_rank: int = 0
+    lora_alpha: float = 1.0
+    lora_targets: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, memory: jnp.ndarray, mask: jnp.ndarray | None,
@@ -108,10 +111,13 @@ class Attention(nn.Module):
         width = x.shape[-1]
         head_dim = width // self.num_heads
 
+        def lora(role: str) -> dict:
+            return lora_args(self.lora_rank, self.lora_alpha, self.lora_targets, role)
+
         def project(name: str, y: jnp.ndarray) -> jnp.ndarray:  # (B, L, E) -> (B, L, H, D)
-            return nn.DenseGeneral(features=(self.num_heads, head_dim), use_bias=False,
-                                   dtype=self.dtype, name=name, kernel_init=nn.with_logical_partitioning(
-                                       xavier, ("embed", "heads", "kv")))(y)
+            return LoRADense(features=(self.num_heads, head_dim), use_bias=False,
+                             dtype=self.dtype, name=name, kernel_init=nn.with_logical_partitioning(
+                                 xavier, ("embed", "heads", "kv")), **lora(name))(y)
 
         q, k, v = project("query", x), project("key", memory), project("value", memory)
         if cache_start is not None:
@@ -128,9 +134,9 @@ class Attention(nn.Module):
                 mask = (jnp.arange(k.shape[1])[None, :] <= q_pos[:, None])[None, None]
                 # (1, 1, T, T_max): each query sees the cached positions up to its own
         y = attention(q, k, v, mask=mask)                                     # (B, T, H, D)
-        return nn.DenseGeneral(features=width, axis=(-2, -1), use_bias=False, dtype=self.dtype,
-                               name="out", kernel_init=nn.with_logical_partitioning(
-                                   xavier, ("heads", "kv", "embed")))(y)       # (B, T, E)
+        return LoRADense(features=width, axis=(-2, -1), use_bias=False, dtype=self.dtype,
+                         name="out", kernel_init=nn.with_logical_partitioning(
+                             xavier, ("heads", "kv", "embed")), **lora("out"))(y)  # (B, T, E)
 
 
 class Layer(nn.Module):
@@ -142,6 +148,9 @@ class Layer(nn.Module):
     pre_ln: bool
     cross: bool = False
     dtype: Any = jnp.float32
+    lora_rank: int = 0
+    lora_alpha: float = 1.0
+    lora_targets: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, self_mask: jnp.ndarray | None, *, train: bool,
@@ -158,18 +167,21 @@ class Layer(nn.Module):
                 return x + drop(f(norm(x)))
             return norm(x + drop(f(x)))
 
-        def mlp(y: jnp.ndarray) -> jnp.ndarray:
-            y = nn.Dense(features=self.mlp_dim, dtype=self.dtype, name="mlp_in",
-                         kernel_init=nn.with_logical_partitioning(xavier, ("embed", "mlp")),
-                         bias_init=zeros(("mlp",)))(y)
-            return nn.Dense(features=width, dtype=self.dtype, name="mlp_out",
-                            kernel_init=nn.with_logical_partitioning(xavier, ("mlp", "embed")),
-                            bias_init=zeros(("embed",)))(nn.relu(y))   # (B, T, mlp_dim) -> (B, T, E)
+        lora = dict(lora_rank=self.lora_rank, lora_alpha=self.lora_alpha, lora_targets=self.lora_targets)
 
-        self_attn = Attention(num_heads=self.num_heads, dtype=self.dtype, name="self_attn")
+        def mlp(y: jnp.ndarray) -> jnp.ndarray:
+            y = LoRADense(features=self.mlp_dim, dtype=self.dtype, name="mlp_in",
+                          kernel_init=nn.with_logical_partitioning(xavier, ("embed", "mlp")),
+                          bias_init=zeros(("mlp",)), **lora_args(**lora, role="mlp_in"))(y)
+            return LoRADense(features=width, dtype=self.dtype, name="mlp_out",
+                             kernel_init=nn.with_logical_partitioning(xavier, ("mlp", "embed")),
+                             bias_init=zeros(("embed",)),
+                             **lora_args(**lora, role="mlp_out"))(nn.relu(y))  # (B, T, mlp_dim) -> (B, T, E)
+
+        self_attn = Attention(num_heads=self.num_heads, dtype=self.dtype, name="self_attn", **lora)
         x = sublayer("self_attn", lambda y: self_attn(y, y, self_mask, cache_start), x)
         if self.cross:
-            cross_attn = Attention(num_heads=self.num_heads, dtype=self.dtype, name="cross_attn")
+            cross_attn = Attention(num_heads=self.num_heads, dtype=self.dtype, name="cross_attn", **lora)
             x = sublayer("cross_attn", lambda y: cross_attn(y, encoded, cross_mask), x)
         return sublayer("mlp", mlp, x)
 
@@ -190,6 +202,8 @@ class Transformer(nn.Module):
       max_len: longest source or target sequence (the sinusoid table's rows).
       dtype: compute dtype ("float32" or "bfloat16"); parameters stay float32 and the
         logits are returned as float32.
+      lora_rank, lora_alpha, lora_targets: LoRA adapters as in `models.gpt.GPT`, on every
+        attention's (self and cross) query, key, value, out and every MLP's mlp_in, mlp_out.
     """
     vocab_size: int = 37000
     num_layers: int = 6
@@ -200,6 +214,9 @@ class Transformer(nn.Module):
     pre_ln: bool = False
     max_len: int = 256
     dtype: str = "float32"
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_targets: tuple[str, ...] = ("query", "value")
 
     def setup(self):
         if self.width % self.num_heads:
@@ -211,8 +228,10 @@ class Transformer(nn.Module):
         self.embed = nn.Embed(num_embeddings=self.vocab_size, features=self.width, dtype=dtype,
                               embedding_init=nn.with_logical_partitioning(
                                   nn.initializers.normal(self.width ** -0.5), ("vocab", "embed")))
+        check_lora(self.lora_rank, self.lora_alpha, self.lora_targets)
         layer = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout=self.dropout,
-                     pre_ln=self.pre_ln, dtype=dtype)
+                     pre_ln=self.pre_ln, dtype=dtype, lora_rank=self.lora_rank,
+                     lora_alpha=self.lora_alpha, lora_targets=tuple(self.lora_targets))
         self.encoder = [Layer(**layer) for _ in range(self.num_layers)]         # encoder_0, ...
         self.decoder = [Layer(**layer, cross=True) for _ in range(self.num_layers)]
         if self.pre_ln:

@@ -18,7 +18,7 @@ import numpy as np
 
 from errors import ConfigError, UnknownNameError, unknown_name_message
 from models.attention import attention
-from models.layers import layer_norm, zeros
+from models.layers import LoRADense, check_lora, layer_norm, lora_args, zeros
 
 # name -> (width, depth, num_heads, mlp_dim), from the paper's Table 1 and big_vision.
 VARIANTS: dict[str, tuple[int, int, int, int]] = {
@@ -65,6 +65,9 @@ class EncoderBlock(nn.Module):
     layer_norm_epsilon: float = 1e-6
     gelu_approximate: bool = True
     dtype: Any = jnp.float32
+    lora_rank: int = 0
+    lora_alpha: float = 1.0
+    lora_targets: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -73,25 +76,31 @@ class EncoderBlock(nn.Module):
         head_dim = width // self.num_heads
         drop = nn.Dropout(rate=self.dropout, deterministic=not train)
 
+        def lora(role: str) -> dict:
+            return lora_args(self.lora_rank, self.lora_alpha, self.lora_targets, role)
+
         y = layer_norm(self.dtype, "ln_attn", epsilon=self.layer_norm_epsilon)(x)
-        q, k, v = (nn.DenseGeneral(features=(self.num_heads, head_dim), dtype=self.dtype,
-                                   name=name, bias_init=zeros(("heads", "kv")), kernel_init=(
-                                       nn.with_logical_partitioning(xavier, ("embed", "heads", "kv"))))(y)
+        q, k, v = (LoRADense(features=(self.num_heads, head_dim), dtype=self.dtype,
+                             name=name, bias_init=zeros(("heads", "kv")), kernel_init=(
+                                 nn.with_logical_partitioning(xavier, ("embed", "heads", "kv"))),
+                             **lora(name))(y)
                    for name in ("query", "key", "value"))  # (B, N, H, D) each
         y = attention(q, k, v)  # (B, N, H, D)
-        y = nn.DenseGeneral(features=width, axis=(-2, -1), dtype=self.dtype, name="out",
-                            kernel_init=nn.with_logical_partitioning(xavier, ("heads", "kv", "embed")),
-                            bias_init=zeros(("embed",)))(y)  # (B, N, E)
+        y = LoRADense(features=width, axis=(-2, -1), dtype=self.dtype, name="out",
+                      kernel_init=nn.with_logical_partitioning(xavier, ("heads", "kv", "embed")),
+                      bias_init=zeros(("embed",)), **lora("out"))(y)  # (B, N, E)
         x = x + drop(y)
 
         y = layer_norm(self.dtype, "ln_mlp", epsilon=self.layer_norm_epsilon)(x)
-        y = nn.Dense(features=self.mlp_dim, dtype=self.dtype, name="mlp_in",
-                     kernel_init=nn.with_logical_partitioning(xavier, ("embed", "mlp")),
-                     bias_init=nn.with_logical_partitioning(nn.initializers.normal(1e-6), ("mlp",)))(y)
+        y = LoRADense(features=self.mlp_dim, dtype=self.dtype, name="mlp_in",
+                      kernel_init=nn.with_logical_partitioning(xavier, ("embed", "mlp")),
+                      bias_init=nn.with_logical_partitioning(nn.initializers.normal(1e-6), ("mlp",)),
+                      **lora("mlp_in"))(y)
         y = drop(nn.gelu(y, approximate=self.gelu_approximate))  # (B, N, mlp_dim)
-        y = nn.Dense(features=width, dtype=self.dtype, name="mlp_out",
-                     kernel_init=nn.with_logical_partitioning(xavier, ("mlp", "embed")),
-                     bias_init=nn.with_logical_partitioning(nn.initializers.normal(1e-6), ("embed",)))(y)
+        y = LoRADense(features=width, dtype=self.dtype, name="mlp_out",
+                      kernel_init=nn.with_logical_partitioning(xavier, ("mlp", "embed")),
+                      bias_init=nn.with_logical_partitioning(nn.initializers.normal(1e-6), ("embed",)),
+                      **lora("mlp_out"))(y)
         return x + drop(y)
 
 
@@ -117,6 +126,8 @@ class ViT(nn.Module):
         is 1e-12).
       gelu_approximate: the MLP's GELU in its tanh form; False = the exact erf form
         (Hugging Face ViT's "gelu").
+      lora_rank, lora_alpha, lora_targets: LoRA adapters as in `models.gpt.GPT`, on the
+        encoder blocks' query, key, value, out, mlp_in, mlp_out projections.
     """
     variant: str = "Ti/4"
     width: int | None = None
@@ -132,6 +143,9 @@ class ViT(nn.Module):
     remat: bool = False
     layer_norm_epsilon: float = 1e-6
     gelu_approximate: bool = True
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_targets: tuple[str, ...] = ("query", "value")
 
     def _sizes(self) -> tuple[int, int, int, int, int]:
         """(width, depth, num_heads, mlp_dim, patch) after the overrides, checked."""
@@ -144,6 +158,7 @@ class ViT(nn.Module):
             raise UnknownNameError(unknown_name_message("ViT posemb", self.posemb, list(POSEMBS)))
         if width % num_heads:
             raise ConfigError(f"ViT width {width} is not divisible by num_heads {num_heads}.")
+        check_lora(self.lora_rank, self.lora_alpha, self.lora_targets)
         return width, depth, num_heads, mlp_dim, patch
 
     @nn.compact
@@ -180,7 +195,8 @@ class ViT(nn.Module):
             x = block_cls(num_heads=num_heads, mlp_dim=mlp_dim, dropout=self.dropout,
                           layer_norm_epsilon=self.layer_norm_epsilon,
                           gelu_approximate=self.gelu_approximate, dtype=dtype,
-                          name=f"block_{i}")(x, train)
+                          lora_rank=self.lora_rank, lora_alpha=self.lora_alpha,
+                          lora_targets=tuple(self.lora_targets), name=f"block_{i}")(x, train)
         x = layer_norm(dtype, "ln_final", epsilon=self.layer_norm_epsilon)(x)
 
         x = x[:, 0] if self.pool == "cls" else jnp.mean(x, axis=1)  # (B, E)

@@ -164,7 +164,8 @@ def test_partial_init_from_keeps_fresh_values_where_shapes_differ():
                                                       r"head/w \(3, 10\) -> \(3, 5\)"):
         init_from.merge_params(fresh, loaded, strict=True)
     merged, report = init_from.merge_params(fresh, loaded, strict=False)
-    assert report == {"missing": ["new/b"], "unexpected": ["old/b"], "shape_mismatch": ["head/w (3, 10) -> (3, 5)"]}
+    assert report == {"missing": ["new/b"], "unexpected": ["old/b"], "shape_mismatch": ["head/w (3, 10) -> (3, 5)"],
+                      "fresh_adapters": []}
     assert (merged["a"]["w"] == 7).all() and (merged["head"]["w"] == 0).all() and (merged["new"]["b"] == 1).all()
 
 

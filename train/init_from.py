@@ -17,7 +17,7 @@ import numpy as np
 from flax import traverse_util
 
 from errors import CheckpointError
-from models.layers import STACK, stack_layers, unstack_layers
+from models.layers import LORA_PREFIXES, STACK, stack_layers, unstack_layers
 
 
 def resolve_state_dir(path: str) -> str:
@@ -57,9 +57,15 @@ def load_params(path: str) -> dict:
     return params
 
 
+def _is_adapter(path: str) -> bool:
+    return path.rsplit("/", 1)[-1].startswith(LORA_PREFIXES)
+
+
 def match_report(target: Any, loaded: dict) -> dict[str, list[str]]:
     """Missing, unexpected and shape-mismatched parameter paths of `loaded` against
-    `target` (arrays or ShapeDtypeStructs: no values needed)."""
+    `target` (arrays or ShapeDtypeStructs: no values needed). LoRA adapters that a
+    checkpoint without any (a base model) lacks are `fresh_adapters`, not missing: they
+    start as initialised (B = 0, so the loaded model's function is unchanged)."""
     flat_target = traverse_util.flatten_dict(target, sep="/")
     flat_loaded = traverse_util.flatten_dict(loaded, sep="/")
     sources = getattr(loaded, "sources", None)  # hf: path -> (tensor name, its shape)
@@ -71,16 +77,19 @@ def match_report(target: Any, loaded: dict) -> dict[str, list[str]]:
     else:
         mismatch = sorted(f"{k} {tuple(flat_loaded[k].shape)} -> {tuple(flat_target[k].shape)}"
                           for k in differing)
+    missing = sorted(set(flat_target) - set(flat_loaded))
+    fresh = [] if any(_is_adapter(k) for k in flat_loaded) else [k for k in missing if _is_adapter(k)]
     return {
-        "missing": sorted(set(flat_target) - set(flat_loaded)),
+        "missing": [k for k in missing if k not in fresh],
         "unexpected": sorted(set(flat_loaded) - set(flat_target)),
         "shape_mismatch": mismatch,
+        "fresh_adapters": fresh,
     }
 
 
 def check_match(report: dict[str, list[str]], strict: bool) -> None:
     """With `strict`, any missing, unexpected or mismatched parameter is an error."""
-    problems = {k: v for k, v in report.items() if v}
+    problems = {k: v for k, v in report.items() if v and k != "fresh_adapters"}
     if strict and problems:
         shown = "; ".join(f"{k}: {', '.join(v[:4])}{' ...' if len(v) > 4 else ''}" for k, v in problems.items())
         raise CheckpointError(f"checkpoint.init_from does not match the model ({shown}); "

@@ -22,13 +22,13 @@ import numpy as np
 
 from data import pipeline, sources, subset
 from errors import EXIT_PREEMPTED, ConfigError, TrainingError
-from models import build_model
+from models import build_model, lora_rank
 from train import checkpoints, files, manifest, paths, sharding, step as step_lib, trackers, writers
 from train.evaluators import EvalContext, build_evaluators
 from train.sharding import to_global
-from train.optimizers import build_optimizer
+from train.optimizers import build_optimizer, trainable_mask
 from train.profiler import StepProfiler
-from train.state import abstract_state_and_shardings, count_params, create_train_state
+from train.state import abstract_state_and_shardings, count_params, count_trainable, create_train_state
 from train.tasks import TaskContext, build_task
 
 EVAL_SAMPLE_SALT = 2**31 - 2  # fold_in(state.rng, .): the key host-side evaluators draw from
@@ -88,7 +88,9 @@ class Experiment:
         self.rules = sharding.rules_from_config(c.mesh.rules)
         self.model = build_model(**c.model)
         self.task = build_task(**c.task)
-        self.tx = build_optimizer(c.optimizer, c.train.steps)
+        # LoRA: only the adapters (and model.lora_train) train; None = every parameter.
+        self.trainable = trainable_mask(tuple(c.model.lora_train)) if lora_rank(self.model) else None
+        self.tx = build_optimizer(c.optimizer, c.train.steps, self.trainable)
         self._sources: dict[str, Any] = {}
         self.train_source = subset.subset(self.source(c.data.train_split, c.data.preprocess), c.data)
         self.example = example_batch(self.train_source, c.data.preprocess)
@@ -245,10 +247,12 @@ def restore_or_start(exp: Experiment, data_iter, say) -> tuple[Any, int, list[di
                                               strict=strict, loaded=loaded)
         ema = jax.tree.map(jnp.copy, params) if state.ema_params is not None else None
         state = state.replace(params=params, ema_params=ema)
-        problems = ", ".join(f"{len(v)} {k}" for k, v in report.items() if v) or "all matched"
-        say(f"strata: parameters from {init_from} ({problems})")
+        problems = ", ".join(f"{len(v)} {k}" for k, v in report.items() if v and k != "fresh_adapters")
+        fresh = report["fresh_adapters"]
+        say(f"strata: parameters from {init_from} ({problems or 'all matched'})"
+            + (f"; {len(fresh)} LoRA adapter parameters start fresh" if fresh else ""))
         for kind, names in report.items():
-            for name in names:
+            for name in names if kind != "fresh_adapters" else ():
                 say(f"strata:   {kind}: {name}")
     return state, 0, [], data_iter
 
@@ -321,13 +325,14 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, flag: _Signal
         paths.write_json(os.path.join(exp.workdir, "manifest.json"), manifest.build_manifest(c, exp.mesh))
     writer = writers.MetricWriter(exp.workdir, c.train.steps, start, progress=c.train.progress,
                                   trackers=c.train.trackers)
+    trained = "" if exp.trainable is None else f" ({count_trainable(state.params, exp.trainable):,} train: LoRA)"
     writer.message(f"strata: {'resumed from step %d' % start if start else 'fresh start'}; "
-                   f"{count_params(state.params):,} parameters; mesh {dict(exp.mesh.shape)}; "
+                   f"{count_params(state.params):,} parameters{trained}; mesh {dict(exp.mesh.shape)}; "
                    f"workdir {exp.workdir}")
 
     train_step = step_lib.jit_train_step(
         exp.model, exp.task, exp.tx, exp.state_shardings, exp.batch_sharding,
-        ema_decay=c.train.ema_decay, grad_accum=c.train.grad_accum)
+        ema_decay=c.train.ema_decay, grad_accum=c.train.grad_accum, trainable=exp.trainable)
     last: dict[str, float] = {}
     pending: list[dict] = []  # device metrics since the last log; fetched only when logging
     timer, steps_since, step = writers.Timer(), 0, start

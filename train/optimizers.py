@@ -8,8 +8,16 @@
     optimizer.weight_decay  decoupled, on weights with ndim > 1 (not biases or norm scales)
     optimizer.grad_clip     global-norm clip; 0 disables
     optimizer.momentum / nesterov (sgd), b1 / b2 / eps (adamw)
+
+With LoRA (`model.lora_rank` > 0) only the adapters and the `model.lora_train` patterns
+train (`trainable_mask`): the optimizer is an `optax.multi_transform` whose frozen part is
+`set_to_zero`, so the frozen weights get exactly zero updates, no weight decay, no share
+of the clipping norm, and no optimizer state (their entries in it are empty `MaskedNode`s).
 """
 from __future__ import annotations
+
+import re
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +25,7 @@ import ml_collections
 import optax
 
 from errors import ConfigError, unknown_name_message
+from models.layers import LORA_PREFIXES
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "constant", "piecewise", "rsqrt")
@@ -71,8 +80,33 @@ def _decay_mask(params):
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def build_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
-    """The optax chain named by `config` (clip -> optimizer -> decoupled weight decay)."""
+def param_path(path: tuple) -> str:
+    """"block_0/attn/qkv/kernel" of a tree_util key path (a box's `.value` left out)."""
+    return "/".join(str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey))
+
+
+def trainable_mask(patterns: tuple[str, ...]) -> Callable[[Any], Any]:
+    """params -> a tree of bools: True for the LoRA adapters and for every parameter whose
+    path ("head/kernel") one of `patterns` (regexes) matches whole."""
+    try:
+        compiled = [re.compile(p) for p in patterns]
+    except re.error as e:
+        raise ConfigError(f"model.lora_train has a bad regular expression ({e}); "
+                          "write patterns such as 'head/.*'.") from None
+
+    def trainable(path: tuple) -> bool:
+        name = param_path(path)
+        return (name.rsplit("/", 1)[-1].startswith(LORA_PREFIXES)
+                or any(p.fullmatch(name) for p in compiled))
+
+    return lambda params: jax.tree_util.tree_map_with_path(lambda p, _: trainable(p), params)
+
+
+def build_optimizer(config: ml_collections.ConfigDict, total_steps: int,
+                    trainable: Callable[[Any], Any] | None = None) -> optax.GradientTransformation:
+    """The optax chain named by `config` (clip -> optimizer -> decoupled weight decay);
+    with `trainable` (params -> bool tree, see `trainable_mask`) it updates only those
+    parameters and keeps no state for the others."""
     schedule = learning_rate_schedule(config, total_steps)
     parts = []
     if config.grad_clip:
@@ -89,4 +123,7 @@ def build_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> opta
                                  eps=config.eps, weight_decay=wd, mask=_decay_mask))
     else:
         raise ConfigError(unknown_name_message("optimizer", name, list(OPTIMIZERS)))
-    return optax.chain(*parts)
+    if trainable is None:
+        return optax.chain(*parts)
+    labels = lambda params: jax.tree.map(lambda t: "train" if t else "frozen", trainable(params))  # noqa: E731
+    return optax.multi_transform({"train": optax.chain(*parts), "frozen": optax.set_to_zero()}, labels)

@@ -109,8 +109,18 @@ def spec_for(logical: Sequence[str | None], shape: Sequence[int], mesh: Mesh,
     return P(*out)
 
 
+def _drop_empty_boxes(tree: Any) -> Any:
+    """Boxes that hold no array lose their box: under LoRA, optax keeps an empty
+    `MaskedNode` in the box of each frozen parameter's optimizer state, and it is placed
+    nowhere."""
+    boxed = lambda x: isinstance(x, nn.LogicallyPartitioned)  # noqa: E731
+    return jax.tree.map(lambda x: x.value if boxed(x) and not jax.tree.leaves(x.value) else x, tree,
+                        is_leaf=boxed)
+
+
 def logical_shardings(abstract_boxed: Any, mesh: Mesh, rules: Sequence[tuple[str, Any]]) -> Any:
     """NamedShardings for an `eval_shape`d pytree whose leaves may be Linen-boxed."""
+    abstract_boxed = _drop_empty_boxes(abstract_boxed)
     rules_dict = dict(rules)
     logical_specs = nn.get_partition_spec(abstract_boxed)
     abstract = nn.unbox(abstract_boxed)

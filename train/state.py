@@ -69,3 +69,8 @@ def create_train_state(model: nn.Module, task: Task, tx: optax.GradientTransform
 
 def count_params(params: Any) -> int:
     return sum(int(x.size) for x in jax.tree.leaves(params))
+
+
+def count_trainable(params: Any, trainable) -> int:
+    """Parameters that `trainable` (params -> bool tree, see train/optimizers.py) selects."""
+    return sum(int(x.size) for x, t in zip(jax.tree.leaves(params), jax.tree.leaves(trainable(params))) if t)

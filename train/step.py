@@ -8,7 +8,7 @@ no non-finite state can reach a checkpoint.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -45,39 +45,62 @@ def _split_microbatches(batch: Batch, k: int) -> Batch:
     return jax.tree.map(split, batch)
 
 
+def _pick(tree: Any, flags: list[bool]) -> list:
+    """The leaves of `tree` whose flag is True, in tree order."""
+    return [leaf for leaf, f in zip(jax.tree.leaves(tree), flags) if f]
+
+
+def _put(part: list, tree: Any, flags: list[bool]) -> Any:
+    """`tree` with its flagged leaves replaced, in order, by those of `part`."""
+    leaves, treedef = jax.tree.flatten(tree)
+    it = iter(part)
+    return treedef.unflatten([next(it) if f else leaf for leaf, f in zip(leaves, flags)])
+
+
 def train_step(state: TrainState, batch: Batch, *, model: nn.Module, task: Task,
                tx: optax.GradientTransformation, ema_decay: float = 0.0,
-               grad_accum: int = 1) -> tuple[TrainState, Metrics]:
-    """One optimizer update on `batch` (averaged over `grad_accum` microbatches)."""
+               grad_accum: int = 1, trainable: Callable[[Any], Any] | None = None
+               ) -> tuple[TrainState, Metrics]:
+    """One optimizer update on `batch` (averaged over `grad_accum` microbatches); with
+    `trainable` (LoRA) only those parameters are differentiated and updated."""
     rng = jax.random.fold_in(state.rng, state.step)
+    # With `trainable` only those leaves are differentiated: the frozen weights are
+    # constants of the step, so no gradient is computed for them.
+    flags = None if trainable is None else jax.tree.leaves(trainable(state.params))
+    variables = state.params if flags is None else _pick(state.params, flags)
 
-    def loss_fn(params, model_state, microbatch, rng):
+    def loss_fn(variables, model_state, microbatch, rng):
         task_rng, dropout_rng = jax.random.split(rng)
+        params = variables if flags is None else _put(variables, state.params, flags)
         apply = _make_apply(model, params, model_state, True, dropout_rng)
         loss, metrics, new_model_state = task.loss(apply, microbatch, task_rng)
         return loss, (metrics, new_model_state)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     if grad_accum == 1:
-        (loss, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, rng)
+        (loss, (metrics, model_state)), grads = grad_fn(variables, state.model_state, batch, rng)
     else:
         micro = _split_microbatches(batch, grad_accum)
 
         def body(carry, xs):
             grads_sum, model_state = carry
             mb, i = xs
-            (_, (m, model_state)), g = grad_fn(state.params, model_state, mb, jax.random.fold_in(rng, i))
+            (_, (m, model_state)), g = grad_fn(variables, model_state, mb, jax.random.fold_in(rng, i))
             return (jax.tree.map(jnp.add, grads_sum, g), model_state), m
 
-        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        zeros = jax.tree.map(jnp.zeros_like, variables)
         (grads, model_state), metrics = jax.lax.scan(
             body, (zeros, state.model_state), (micro, jnp.arange(grad_accum)))
         grads = jax.tree.map(lambda g: g / grad_accum, grads)
         metrics = jax.tree.map(jnp.mean, metrics)
 
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.global_norm(grads)  # of what trains
+    if flags is not None:  # zeros where frozen: the optimizer's set_to_zero ignores them
+        grads = _put(grads, jax.tree.map(jnp.zeros_like, state.params), flags)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    if flags is not None:  # frozen weights stay the very arrays (w + 0 would turn -0.0 into 0.0)
+        params = _put(_pick(params, flags), state.params, flags)
     ema = state.ema_params
     if ema is not None:
         ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
@@ -103,9 +126,10 @@ def eval_step(state: TrainState, batch: Batch, *, model: nn.Module, task: Task):
 
 
 def jit_train_step(model, task, tx, state_shardings, batch_sharding, *, ema_decay: float = 0.0,
-                   grad_accum: int = 1):
+                   grad_accum: int = 1, trainable: Callable[[Any], Any] | None = None):
     """`train_step` jitted with explicit shardings and the state donated."""
-    fn = partial(train_step, model=model, task=task, tx=tx, ema_decay=ema_decay, grad_accum=grad_accum)
+    fn = partial(train_step, model=model, task=task, tx=tx, ema_decay=ema_decay, grad_accum=grad_accum,
+                 trainable=trainable)
     return jax.jit(fn, in_shardings=(state_shardings, batch_sharding),
                    out_shardings=(state_shardings, None), donate_argnums=0)
 
