@@ -30,6 +30,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.class_balanced = False  # with train_examples: N / num_classes from each class
     c.data.train_classes = ()      # keep only these labels, e.g. (0, 1, 2, 3, 4); () = all
     c.data.subset_seed = 0         # the permutation's seed: the same subset whatever `seed` is
+    c.data.eval_classes = ()       # evaluate (eval, attack, explain) only on these labels; () = all
     c.data.label_key = "label"     # the integer label feature, for the two above
     # Tokenised text (data/tokenizer.py, data/packing.py); bytes + no targets_key = the
     # byte windows above, unchanged.
