@@ -1,4 +1,5 @@
-"""Input attributions for classifiers: vanilla gradients, SmoothGrad, Integrated Gradients.
+"""Input attributions for classifiers: vanilla gradients, SmoothGrad, Integrated Gradients,
+and attention rollout for Transformers.
 
 Pure, jittable and batched functions of `logits_fn(x) -> logits` (B, ...) -> (B, C), the
 inputs x (B, ...) and the class to explain per example, `targets` (B,). Each returns an
@@ -7,7 +8,7 @@ attribution per input element, (B, ...). The explained quantity is the target's 
 
 References: Simonyan et al. 2014 (gradients); Smilkov et al. 2017 (SmoothGrad: noise of
 10-20% of the input range); Sundararajan et al. 2017 (Integrated Gradients: completeness,
-sum_i IG_i(x) = f(x) - f(baseline)).
+sum_i IG_i(x) = f(x) - f(baseline)); Abnar & Zuidema 2020 (attention rollout).
 """
 from __future__ import annotations
 
@@ -55,3 +56,29 @@ def integrated_gradients(logits_fn: LogitsFn, x: jax.Array, targets: jax.Array, 
 
     total, _ = jax.lax.scan(body, jnp.zeros_like(x), jnp.arange(steps, dtype=x.dtype))
     return diff * total / steps
+
+
+def attention_rollout(attentions: list[jax.Array], residual: float = 0.5) -> jax.Array:
+    """(B, N, N) how much each token of the last layer draws on each input token (Abnar &
+    Zuidema 2020): per layer the head-averaged attention (B, H, N, N), mixed with the
+    identity for the residual connection, A' = residual I + (1 - residual) A, and the
+    product A'_L ... A'_1. Rows of row-stochastic attention sum to 1, and so do the
+    rollout's; identity attention gives I, uniform attention U gives
+    r^L I + (1 - r^L) U (U is idempotent)."""
+    out = None
+    for a in attentions:
+        a = jnp.mean(a.astype(jnp.float32), axis=1)  # (B, N, N)
+        a = residual * jnp.eye(a.shape[-1], dtype=a.dtype)[None] + (1 - residual) * a
+        out = a if out is None else jnp.einsum("bij,bjk->bik", a, out)
+    if out is None:
+        raise ValueError("attention_rollout needs at least one layer's attention.")
+    return out
+
+
+def sown_attention(intermediates: dict) -> list[jax.Array]:
+    """The `attention` arrays a model sowed, in block order (block_0, block_1, ...)."""
+    def index(name: str) -> int:
+        return int(name.rsplit("_", 1)[-1]) if name.rsplit("_", 1)[-1].isdigit() else -1
+    blocks = sorted((k for k, v in intermediates.items() if isinstance(v, dict) and "attention" in v),
+                    key=index)
+    return [intermediates[k]["attention"][0] for k in blocks]
