@@ -92,3 +92,41 @@ def test_vit_sows_attention_without_changing_its_output():
     rollout = attr.attention_rollout(attentions)
     np.testing.assert_allclose(rollout.sum(-1), np.ones((6, 16)), atol=1e-5)
     assert float(np.abs(np.asarray(rollout) - np.eye(16)).max()) > 1e-3  # not the identity
+
+
+def test_token_attributions_of_a_model_linear_in_its_embeddings():
+    """logits = sum_t W e_t (no bias): gradient x input and IG of token t are both
+    W[target] . e_t, and they sum to the logit (zero embeddings give 0)."""
+    import flax.linen as nn
+
+    class Bag(nn.Module):
+        @nn.compact
+        def __call__(self, tokens):
+            e = nn.Embed(16, 8, name="embed")(tokens)  # (B, T, E)
+            out = nn.Dense(16, use_bias=False, name="out")(jnp.cumsum(e, axis=1))
+            return out  # (B, T, V): position t sees tokens <= t
+
+    model = Bag()
+    tokens = jnp.asarray([[1, 5, 3, 7], [2, 2, 9, 0]])
+    variables = model.init(jax.random.PRNGKey(0), tokens)
+    logits_fn = lambda t: model.apply(variables, t)  # noqa: E731
+    target = jnp.asarray([4, 11])
+    out = attr.token_attributions(logits_fn, tokens, target, steps=4)
+    table, w = variables["params"]["embed"]["embedding"], variables["params"]["out"]["kernel"]
+    expected = np.einsum("bte,eb->bt", np.asarray(table)[np.asarray(tokens)], np.asarray(w)[:, np.asarray(target)])
+    np.testing.assert_allclose(out["grad_x_input"], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["ig"], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["ig"].sum(1), out["logit"] - out["baseline_logit"], rtol=1e-5)
+
+
+def test_token_attributions_of_a_gpt_are_complete():
+    from models.gpt import GPT
+    model = GPT(vocab_size=256, num_layers=2, num_heads=2, width=32, max_len=16, positions="rotary")
+    tokens = jnp.asarray([list(b"def f(x):\n  re")])
+    variables = model.init(jax.random.PRNGKey(0), tokens, train=False)
+    logits_fn = lambda t: model.apply(variables, t, train=False)  # noqa: E731
+    out = attr.token_attributions(logits_fn, tokens, jnp.asarray([116]), steps=256)
+    change = float(out["logit"][0] - out["baseline_logit"][0])
+    assert abs(float(out["ig"].sum()) - change) <= 0.01 * abs(change)
+    assert out["grad_x_input"].shape == (1, tokens.shape[1])
+    assert float(jnp.abs(out["grad_x_input"]).min()) > 0  # causal: every token is seen by the last

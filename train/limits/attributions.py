@@ -1,5 +1,6 @@
 """Input attributions for classifiers: vanilla gradients, SmoothGrad, Integrated Gradients,
-and attention rollout for Transformers.
+attention rollout for Transformers, and per-token attributions for language models
+(gradient x input and Integrated Gradients on the token embeddings).
 
 Pure, jittable and batched functions of `logits_fn(x) -> logits` (B, ...) -> (B, C), the
 inputs x (B, ...) and the class to explain per example, `targets` (B,). Each returns an
@@ -12,6 +13,7 @@ sum_i IG_i(x) = f(x) - f(baseline)); Abnar & Zuidema 2020 (attention rollout).
 """
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -82,3 +84,41 @@ def sown_attention(intermediates: dict) -> list[jax.Array]:
     blocks = sorted((k for k, v in intermediates.items() if isinstance(v, dict) and "attention" in v),
                     key=index)
     return [intermediates[k]["attention"][0] for k in blocks]
+
+
+def with_embeddings(fn, transform):
+    """fn() with the output of every `nn.Embed` lookup (the token embeddings) passed through
+    `transform`, by method interception: the model needs no hook of its own."""
+    def interceptor(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if isinstance(context.module, nn.Embed) and context.method_name == "__call__":
+            return transform(out)
+        return out
+    with nn.intercept_methods(interceptor):
+        return fn()
+
+
+def token_attributions(logits_fn, tokens: jax.Array, target: jax.Array, *,
+                       steps: int = 64) -> dict[str, jax.Array]:
+    """What each token contributes to the logit of `target` (B,) at the last position of a
+    language model `logits_fn(tokens) -> (B, T, V)`: per token (B, T), gradient x input on
+    its embedding (summed over the embedding) and Integrated Gradients from all-zero
+    embeddings (midpoint rule, `steps` points), which sum to f - f(zero embeddings)."""
+    captured = []
+    with_embeddings(lambda: logits_fn(tokens), lambda e: captured.append(e) or e)
+    emb = captured[0].astype(jnp.float32)  # (B, T, E)
+
+    def f(scale, delta):  # the target logit with embeddings scale * e + delta
+        logits = with_embeddings(lambda: logits_fn(tokens),
+                                 lambda e: (scale * e.astype(jnp.float32) + delta).astype(e.dtype))
+        return jnp.take_along_axis(logits[:, -1].astype(jnp.float32), target[:, None], 1)[:, 0]
+
+    grad = jax.grad(lambda d, a: f(a, d).sum())
+    zero = jnp.zeros_like(emb)
+
+    def body(total, k):
+        return total + grad(zero, (k + 0.5) / steps), None
+
+    path, _ = jax.lax.scan(body, zero, jnp.arange(steps, dtype=jnp.float32))
+    return {"grad_x_input": (grad(zero, 1.0) * emb).sum(-1), "ig": (path / steps * emb).sum(-1),
+            "logit": f(1.0, zero), "baseline_logit": f(0.0, zero)}
