@@ -20,24 +20,26 @@ def _numeric(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _decides(runs: list, x: str, k: str) -> bool:
+    """True when the value of `x` fixes the value of `k` in every run."""
+    seen: dict = {}
+    return all(seen.setdefault(repr(r.values.get(x)), repr(r.values.get(k))) == repr(r.values.get(k))
+               for r in runs)
+
+
 def x_keys(runs: list, axes: list[str]) -> list[str]:
-    """The swept keys that make a curve's x: numeric for every run, >= MIN_POINTS values."""
-    return [k for k in axes if all(_numeric(r.values.get(k)) for r in runs)
-            and len({r.values[k] for r in runs}) >= MIN_POINTS]
+    """The swept keys that make a curve's x: numeric for every run, >= MIN_POINTS values,
+    and not decided by another such key with more values (a batch size zipped with N)."""
+    numeric = [k for k in axes if all(_numeric(r.values.get(k)) for r in runs)
+               and len({r.values[k] for r in runs}) >= MIN_POINTS]
+    count = {k: len({r.values[k] for r in runs}) for k in numeric}
+    return [k for k in numeric
+            if not any(count[o] > count[k] and _decides(runs, o, k) for o in numeric if o != k)]
 
 
 def line_keys(runs: list, axes: list[str], x: str) -> list[str]:
     """The other swept keys, less those that x decides (one value per x)."""
-    out = []
-    for k in axes:
-        if k == x:
-            continue
-        by_x: dict = {}
-        for r in runs:
-            by_x.setdefault(r.values.get(x), set()).add(repr(r.values.get(k)))
-        if any(len(v) > 1 for v in by_x.values()):
-            out.append(k)
-    return out
+    return [k for k in axes if k != x and not _decides(runs, x, k)]
 
 
 def _labels(lines: list[tuple], keys: list[str]) -> list[str]:

@@ -271,11 +271,11 @@ def test_report_of_seeds_is_mean_and_std(tmp_path):
 
 
 def test_report_draws_curves_against_a_numeric_key(tmp_path):
-    """x = data.train_examples (3 values; the batch size zipped with it splits no line),
+    """x = data.train_examples (4 values; the batch size zipped with it is no x and splits no line),
     one line per family, mean and spread over 2 seeds."""
     trials = []
     for family, base in (("cnn", 0.5), ("vit", 0.3)):
-        for n, batch in ((50, 50), (200, 128), (800, 128)):
+        for n, batch in ((50, 50), (100, 100), (200, 128), (800, 128)):
             for seed in range(2):
                 name = f"n={n},family={family},seed={seed}"
                 acc = base + n / 2000 + 0.1 * seed
@@ -289,7 +289,7 @@ def test_report_draws_curves_against_a_numeric_key(tmp_path):
     report.write_report(str(tmp_path))
     plots = os.listdir(tmp_path / "plots")
     assert "by_train_examples_eval_accuracy.png" in plots and "by_train_examples_eval_loss.png" in plots
-    assert not any(p.startswith("by_batch_size") for p in plots)  # 2 values: no curve
+    assert not any(p.startswith("by_batch_size") for p in plots)  # decided by N: no curve
     text = open(tmp_path / "report.md").read()
     assert "| train_examples | config=family=cnn | config=family=vit |" in text
     assert "| 50 | 0.575 ± 0.071 (n=2) | 0.375 ± 0.071 (n=2) |" in text
