@@ -180,3 +180,14 @@ def test_bad_inputs_are_one_line_and_write_nothing(case, trained, lm_workdir, tf
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("strata: error:") and expected in lines[0], lines
     assert _files(workdir) == before
+
+
+def test_explain_on_a_language_model_writes_the_token_view(lm_workdir):
+    result = run_cli("explain", "--workdir", lm_workdir, "--config.explain.prompt=def f(x):",
+                     "--config.explain.ig_steps=64")
+    assert result.returncode == 0, result.stderr[-3000:]
+    page = open(os.path.join(lm_workdir, "explain", "tokens.html")).read()
+    assert page.count("<span") == 2 * len("def f(x):") and "loss (bits)" in page
+    assert "\x1b[48;5;" in result.stdout and "| 8 | ) |" in result.stdout
+    gap = float(result.stdout.split("IG completeness gap ")[1].split()[0])
+    assert abs(gap) < 0.05  # IG sums to the logit change from zero embeddings
