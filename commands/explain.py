@@ -60,20 +60,22 @@ def rollout_image(tokens: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.kron(grid, np.ones((h // grid.shape[0], w // grid.shape[1])))
 
 
+def input_cell(out: dict[str, np.ndarray], labels: np.ndarray, i: int,
+               bounds: tuple[float, float]) -> Cell:
+    """Example i with its label, prediction and probability (red when wrong)."""
+    low, high = bounds
+    x, pred = displayable(out["x"][i]), int(out["targets"][i])
+    return Cell(x if x.ndim == 2 else to_unit(x, low, high),
+                f"label {labels[i]}, pred {pred} ({out['probs'][i, pred]:.2f})",
+                vmin=low, vmax=high, color="black" if pred == int(labels[i]) else "red")
+
+
 def write_rollout_grid(out: dict[str, np.ndarray], labels: np.ndarray, path: str,
                        bounds: tuple[float, float]) -> None:
-    low, high = bounds
-    rows = []
-    for i in range(len(labels)):
-        x = displayable(out["x"][i])
-        pred = int(out["targets"][i])
-        rows.append([
-            Cell(x if x.ndim == 2 else to_unit(x, low, high),
-                 f"label {labels[i]}, pred {pred} ({out['probs'][i, pred]:.2f})",
-                 vmin=low, vmax=high, color="black" if pred == int(labels[i]) else "red"),
-            Cell(rollout_image(out["rollout"][i], x.shape[:2]), "attention rollout", cmap="magma", vmin=0),
-        ])
-    image_grid(rows, path)
+    shape = displayable(out["x"][0]).shape[:2]
+    image_grid([[input_cell(out, labels, i, bounds),
+                 Cell(rollout_image(out["rollout"][i], shape), "attention rollout", cmap="magma", vmin=0)]
+                for i in range(len(labels))], path)
 
 
 def _explain(state, batch, rng, *, model, task, settings):
@@ -106,18 +108,12 @@ def _map(a: np.ndarray) -> np.ndarray:
 
 def write_grid(out: dict[str, np.ndarray], labels: np.ndarray, path: str,
                bounds: tuple[float, float]) -> None:
-    low, high = bounds
     rows = []
     for i in range(len(labels)):
-        x = displayable(out["x"][i])
-        pred = int(out["targets"][i])
-        ok = pred == int(labels[i])
         grad, smooth, ig = (_map(out[k][i]) for k in ("gradients", "smoothgrad", "ig"))
         ig_scale = max(float(np.abs(ig).max()), 1e-12)
         rows.append([
-            Cell(x if x.ndim == 2 else to_unit(x, low, high),
-                 f"label {labels[i]}, pred {pred} ({out['probs'][i, pred]:.2f})",
-                 vmin=low, vmax=high, color="black" if ok else "red"),
+            input_cell(out, labels, i, bounds),
             Cell(np.abs(grad), "|gradient|", cmap="magma", vmin=0),
             Cell(np.abs(smooth), "|SmoothGrad|", cmap="magma", vmin=0),
             Cell(ig, "Integrated Gradients", cmap="RdBu_r", vmin=-ig_scale, vmax=ig_scale),
