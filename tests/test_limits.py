@@ -191,3 +191,16 @@ def test_explain_on_a_language_model_writes_the_token_view(lm_workdir):
     assert "\x1b[48;5;" in result.stdout and "| 8 | ) |" in result.stdout
     gap = float(result.stdout.split("IG completeness gap ")[1].split()[0])
     assert abs(gap) < 0.05  # IG sums to the logit change from zero embeddings
+
+
+def test_a_run_saved_before_a_key_existed_gets_its_default(tmp_path):
+    """attack/explain on a workdir whose config.json predates `explain.method`."""
+    from configs.digits_resnet import get_config
+    from commands.workdir import saved_config
+    c = get_config()
+    saved = c.to_dict()
+    del saved["explain"]["method"], saved["explain"]["prompt"]
+    (tmp_path / "config.json").write_text(json.dumps(saved, default=list))
+    loaded = saved_config(str(tmp_path), {"explain.method": "rollout"}, defaults={"explain": c.explain})
+    assert loaded.explain.method == "rollout" and loaded.explain.prompt == c.explain.prompt
+    assert loaded.explain.ig_steps == c.explain.ig_steps
