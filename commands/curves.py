@@ -115,10 +115,11 @@ def draw(data: dict[str, dict], x: str, metric: str, path: str) -> None:
         ax.set_xticks(sorted(set(xs_all)))
         ax.set_xticklabels([name_value(v) for v in sorted(set(xs_all))])
         ax.minorticks_off()
-    seeds = max((len(s) for points in data.values() for s in points.values()), default=0)
+    counts = sorted({len(s) for points in data.values() for s in points.values()})
+    seeds = f"{counts[0]}-{counts[-1]}" if len(counts) > 1 else str(counts[0]) if counts else "0"
     ax.set_xlabel(x)
-    ax.set_title(f"{metric} against {x}" + (f" (mean, min-max of {seeds} seeds)" if seeds > 1 else ""),
-                 fontsize=9)
+    ax.set_title(f"{metric} against {x}" + (f" (mean; shaded: min-max of {seeds} seeds)"
+                                            if counts and counts[-1] > 1 else ""), fontsize=9)
     ax.grid(alpha=0.3)
     if len(data) > 1:
         ax.legend(fontsize=8)
