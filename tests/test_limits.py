@@ -188,7 +188,7 @@ def test_explain_on_a_language_model_writes_the_token_view(lm_workdir):
     assert result.returncode == 0, result.stderr[-3000:]
     page = open(os.path.join(lm_workdir, "explain", "tokens.html")).read()
     assert page.count("<span") == 2 * len("def f(x):") and "loss (bits)" in page
-    assert "\x1b[48;5;" in result.stdout and "| 8 | ) |" in result.stdout
+    assert "\x1b[48;5;" in result.stdout and "| 7 | ) |" in result.stdout
     gap = float(result.stdout.split("IG completeness gap ")[1].split()[0])
     assert abs(gap) < 0.05  # IG sums to the logit change from zero embeddings
 
