@@ -10,7 +10,7 @@ ACCEL  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu
 JAX_VERSION := $(shell sed -n 's/^jax==//p' requirements.lock)
 STAMP  := $(VENV)/.installed-$(ACCEL)
 
-.PHONY: install train test test-fast test-heavy bench lock clean-venv
+.PHONY: install train test test-fast test-heavy bench bench-accel lock clean-venv
 
 install: $(STAMP)
 
@@ -51,6 +51,11 @@ test-heavy: $(TEST_STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
 	$(BIN)/python -m benchmarks.run
+
+# On a GPU/TPU host (ACCEL=cuda|tpu): GPT-2 124M MFU and ResNet-50 images/s through the real
+# train step; MFU_ARGS="--peak_tflops N" for a chip benchmarks/mfu.py does not know.
+bench-accel: $(STAMP)
+	$(BIN)/python -m benchmarks.mfu $(MFU_ARGS)
 
 # Re-pin after changing pyproject.toml: resolves into a scratch venv and freezes it.
 lock:

@@ -3,6 +3,7 @@
     python -m benchmarks.run                    # everything, ~10 min on a quiet 2-core CPU
     python -m benchmarks.run --only lm,cnn      # some parts
     python -m benchmarks.run --quick            # fewer repeats: a smoke run, noisier
+    python -m benchmarks.run --only e2e         # command to final metric vs a PyTorch script
 
 Prints a Markdown table (and writes it to benchmarks/results.md): medians of several
 timed repeats after warm-up, the ratio to the reference, the machine, the package versions
@@ -31,6 +32,7 @@ PARTS: dict[str, tuple[str, dict, dict]] = {
     "ckpt": ("benchmarks.ckpt", dict(repeats=3), dict(repeats=2)),
     "compile": ("benchmarks.compile_time", dict(), dict()),
     "sample": ("benchmarks.sampling", dict(repeats=3), dict(repeats=2)),
+    "e2e": ("benchmarks.end_to_end", dict(pairs=3), dict(pairs=1, steps=100)),
 }
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.md")
 

@@ -1,5 +1,5 @@
-"""Sampling speed: LM tokens/s through `train.tasks.language_model.generate` (the KV
-cache, one jitted call per token, batch 1, as `run.py sample` does), and DDPM images/s
+"""Sampling speed: LM tokens/s through `train.tasks.lm_generate.generate` (the KV cache,
+the decode loop inside one jitted call per cache window, batch 1, as `run.py sample` does), and DDPM images/s
 through `train.tasks.diffusion.Diffusion.generate` (DDIM with classifier-free guidance, as
 configured in configs/digits_ddpm.py). Parameters are freshly initialised: speed does not
 depend on training. Compilation is excluded (a warm-up call first)."""
@@ -22,7 +22,8 @@ def sampling_worker():
         import jax
         from configs import text_gpt
         from models import build_model
-        from train.tasks.language_model import SEED_TOKEN, generate
+        from train.tasks.language_model import SEED_TOKEN
+        from train.tasks.lm_generate import generate
         config = text_gpt.get_config()
         fields = {k: v for k, v in config.model.items() if k != "name"}
         model = build_model("gpt", **fields)
@@ -38,30 +39,8 @@ def sampling_worker():
             t = time.perf_counter()
             gen(num_tokens)
             times.append(time.perf_counter() - t)
-        # The same decoding, the loop inside one jitted scan (no per-token dispatch or
-        # host round trip); as many tokens as fit the cache without sliding.
-        from models.gpt import init_cache
-        steps = model.max_len - 1
-
-        @jax.jit
-        def decode(params, key):
-            def body(carry, i):
-                cache, token = carry
-                logits, upd = model.apply({"params": params, "cache": cache}, token[:, None], train=False,
-                                          decode=True, mutable=["cache"])
-                nxt = jax.random.categorical(jax.random.fold_in(key, i), logits[:, -1] / 0.8).astype(jnp.int32)
-                return (upd["cache"], nxt), nxt
-            start = (init_cache(model, 1), jnp.full((1,), SEED_TOKEN, jnp.int32))
-            return jax.lax.scan(body, start, jnp.arange(steps))[1]
-        decode(params, jax.random.key(1)).block_until_ready()
-        scan_times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            decode(params, jax.random.key(1)).block_until_ready()
-            scan_times.append(time.perf_counter() - t)
         return {"tokens_per_s": num_tokens / median(times), "max_len": model.max_len,
-                "layers": model.num_layers, "width": model.width,
-                "scan_tokens_per_s": steps / median(scan_times), "scan_steps": steps}
+                "layers": model.num_layers, "width": model.width}
 
     def ddpm(per_class: int = 10, repeats: int = 2) -> dict:
         import jax
@@ -99,12 +78,8 @@ def run(repeats: int = 3) -> list[Row]:
         rows.append(Row("sampling", f"LM (configs/text_gpt.py: {m['layers']} layers, width {m['width']}, "
                                     f"context {m['max_len']}) with the KV cache, batch 1",
                         f"{m['tokens_per_s']:,.0f} tokens/s",
-                        note="train.tasks.language_model.generate: one jitted call and one host "
-                             "round trip per token"))
-        rows.append(Row("sampling", f"same model, {m['scan_steps']} decode steps inside one jitted lax.scan",
-                        f"{m['scan_tokens_per_s']:,.0f} tokens/s", "",
-                        f"{m['scan_tokens_per_s'] / m['tokens_per_s']:.1f}x",
-                        "the model's decode directly: what moving generate's loop into JAX would give"))
+                        note="train.tasks.lm_generate.generate: the decode loop in one jitted "
+                             "while_loop per cache window (3 windows for 256 tokens at context 128)"))
         if os.path.exists(os.path.join(REPO, "train", "tasks", "diffusion.py")):
             d = w.call("ddpm", repeats=max(2, repeats - 1))
             rows.append(Row("sampling", f"DDPM (configs/digits_ddpm.py, {d['sampler']} {d['steps']} steps, "

@@ -1,9 +1,9 @@
-"""PyTorch references of Strata's GPT and ResNet-18, written the way a PyTorch user would
+"""PyTorch references of Strata's GPT and ResNets, written the way a PyTorch user would
 (nanoGPT's GPT; torchvision-style BasicBlock ResNet), for side-by-side timing only.
 
 Same architectures as `models/gpt.py` and `models/resnet.py` (pre-LayerNorm blocks with
-biases, tanh-GELU, learned positions, untied head without bias; CIFAR-stem ResNet-18 with
-projection shortcuts), same optimizers as `train/optimizers.py` (AdamW with decay on
+biases, tanh-GELU, learned positions, untied head without bias; CIFAR-stem ResNet-18 and
+ResNet-20 with projection shortcuts), same optimizers as `train/optimizers.py` (AdamW with decay on
 matrices only and global-norm clipping; SGD with Nesterov momentum and weight decay on
 matrices only). Imported only when torch is installed (`pip install -e '.[bench]'`).
 """
@@ -90,14 +90,18 @@ class BasicBlock(nn.Module):
         return F.relu((x if self.shortcut is None else self.shortcut(x)) + y)
 
 
-class ResNet18(nn.Module):
-    def __init__(self, num_classes: int = 10, width: int = 64):
+class ResNet(nn.Module):
+    """CIFAR-stem ResNet of BasicBlocks: `blocks` per stage, widths width * 2**stage."""
+
+    def __init__(self, blocks: tuple[int, ...] = (2, 2, 2, 2), num_classes: int = 10, width: int = 64,
+                 in_channels: int = 3):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU())
         layers, cin = [], width
-        for stage in range(4):
+        for stage, num_blocks in enumerate(blocks):
             cout = width * 2**stage
-            for i in range(2):
+            for i in range(num_blocks):
                 layers.append(BasicBlock(cin, cout, 2 if stage > 0 and i == 0 else 1))
                 cin = cout
         self.layers = nn.Sequential(*layers)
@@ -111,6 +115,16 @@ class ResNet18(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layers(self.stem(x))
         return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def ResNet18(num_classes: int = 10, width: int = 64) -> ResNet:
+    return ResNet((2, 2, 2, 2), num_classes, width)
+
+
+def ResNet20(num_classes: int = 10, in_channels: int = 1) -> ResNet:
+    """He et al.'s CIFAR ResNet-20 (3 stages of 3 blocks, 16-32-64) with projection
+    shortcuts: Strata's `ResNet(depth=20, family="cifar")`."""
+    return ResNet((3, 3, 3), num_classes, 16, in_channels)
 
 
 # --- optimizers and steps -----------------------------------------------------------------

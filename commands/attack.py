@@ -21,7 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
-from commands.figures import Cell, displayable, image_grid, to_host, to_unit
+from commands.figures import Cell, displayable, image_grid, save_png, to_host, to_unit
+from train import files
 
 
 class First(Sequence):
@@ -95,7 +96,7 @@ def table_rows(evaluator, clean: float, robust: list[float], count: int) -> list
 
 def write_table(rows: list[dict], directory: str, header: str) -> str:
     """robustness.csv and robustness.md; returns the Markdown."""
-    with open(os.path.join(directory, "robustness.csv"), "w", newline="") as f:
+    with files.open_write(os.path.join(directory, "robustness.csv"), newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -104,8 +105,7 @@ def write_table(rows: list[dict], directory: str, header: str) -> str:
     lines += [f"| {r['budget']:g}{' (clean)' if r['budget'] == 0 else ''} | {100 * r['accuracy']:.1f}% |"
               for r in rows]
     text = "\n".join(lines) + "\n"
-    with open(os.path.join(directory, "robustness.md"), "w") as f:
-        f.write(text)
+    files.write_text(os.path.join(directory, "robustness.md"), text)
     return text
 
 
@@ -121,7 +121,7 @@ def write_curve(rows: list[dict], path: str, title: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_png(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -177,14 +177,14 @@ def cmd_attack(args: list[str], flags) -> int:
     if jax.process_index() != 0:
         return 0
     out = os.path.join(workdir, "attack")
-    os.makedirs(out, exist_ok=True)
+    files.makedirs(out)
     attack = describe(evaluator)
     header = (f"Robust accuracy of {workdir} (checkpoint {step}) on the first {count} examples of "
               f"{evaluator.split}; {attack}; inputs in {list(exp.task.input_range)}.")
     rows = table_rows(evaluator, clean, robust, count)
     text = write_table(rows, out, header)
     write_curve(rows, os.path.join(out, "robustness.png"),
-                f"{os.path.basename(os.path.abspath(workdir))} (step {step})\n{attack}")
+                f"{os.path.basename(files.absolute(workdir).rstrip('/'))} (step {step})\n{attack}")
     write_examples(examples, os.path.join(out, "examples.png"), max(evaluator.budgets), evaluator.norm,
                    exp.task.input_range)
     print(text + f"\nstrata: wrote {out}/robustness.md, robustness.csv, robustness.png, examples.png",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 
+from commands.figures import save_png
 from commands.trials import name_value, short_keys
 
 MIN_POINTS = 3       # fewer values make no curve (a 2-value axis is the ordinary table's job)
@@ -124,7 +125,7 @@ def draw(data: dict[str, dict], x: str, metric: str, path: str) -> None:
     if len(data) > 1:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    save_png(fig, path)  # a gs:// sweep too
     plt.close(fig)
 
 
@@ -139,7 +140,6 @@ def write_curves(runs: list, axes: list[str], summaries: dict, directory: str) -
             data = series(runs, summaries, x, keys, metric)
             if not any(data.values()):
                 continue
-            os.makedirs(directory, exist_ok=True)
             name = f"by_{short_keys([x])[x]}_{metric.replace(' final', '')}".replace("/", "_")
             path = os.path.join(directory, name + ".png")
             draw(data, x, metric, path)

@@ -62,8 +62,9 @@ def write_html(tokens: list[int], ig: np.ndarray, loss: np.ndarray, predicted: i
             f"<h3>{html.escape(title)}</h3><p>predicted next byte: <code>{html.escape(repr(chr(predicted)))}</code>"
             f"</p>{''.join(rows)}<p>red: raises the predicted byte's logit, blue: lowers it; "
             f"orange: the model's loss on that byte given the ones before it.</p>")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
+    from train import files  # a gs:// workdir too
+    files.makedirs(os.path.dirname(files.absolute(path)))
+    with files.open_write(path) as f:
         f.write(page)
 
 

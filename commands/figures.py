@@ -7,6 +7,8 @@ import os
 
 import numpy as np
 
+from train import files
+
 
 @dataclasses.dataclass
 class Cell:
@@ -52,9 +54,15 @@ def image_grid(rows: list[list[Cell]], path: str, panel_inches: float = 1.6) -> 
                           interpolation="nearest")
                 ax.set_title(cell.title, fontsize=8, color=cell.color)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
+    save_png(fig, path, dpi=100)
     plt.close(fig)
+
+
+def save_png(fig, path: str, **kwargs) -> None:
+    """`fig.savefig(path)` as PNG, where `path` may be a gs:// URL (train/files.py)."""
+    files.makedirs(os.path.dirname(files.absolute(path)))
+    with files.open_write(path, text=False) as f:
+        fig.savefig(f, format="png", **kwargs)
 
 
 def to_host(x) -> np.ndarray:

@@ -12,18 +12,12 @@ import os
 from typing import Any
 
 from errors import ConfigError
+from train import files
 from train.writers import read_metrics
 
 
 def _size(path: str) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.path.getsize(os.path.join(root, f))
-            except OSError:  # removed while we looked (a run is cleaning up)
-                pass
-    return total
+    return sum(size for _, size in files.walk_sizes(path))
 
 
 def _human(n: float) -> str:
@@ -50,16 +44,14 @@ def _saved_metrics(step_dir: str) -> dict:
     """The metrics stored with a checkpoint (those that rank the best one), if any."""
     path = os.path.join(step_dir, "metrics", "metrics")
     try:
-        with open(path) as f:
-            return json.load(f)
+        return json.loads(files.read_text(path))
     except (OSError, ValueError):
         return {}
 
 
 def _best_step(workdir: str, saved: dict[int, dict]) -> int | None:
     try:
-        with open(os.path.join(workdir, "config.json")) as f:
-            ckpt = json.load(f).get("checkpoint", {})
+        ckpt = json.loads(files.read_text(os.path.join(workdir, "config.json"))).get("checkpoint", {})
     except (OSError, ValueError):
         return None
     metric, mode = ckpt.get("best_metric"), ckpt.get("best_mode", "max")
@@ -72,9 +64,12 @@ def _best_step(workdir: str, saved: dict[int, dict]) -> int | None:
 def describe(workdir: str) -> str:
     """A table of checkpoints (step, size, parameters, metrics) and a short tree summary."""
     ckpt_dir = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(ckpt_dir):
+    if files.is_remote(workdir):
+        from train import bucket
+        bucket.check_bucket(workdir)
+    if not files.isdir(ckpt_dir):
         raise ConfigError(f"{workdir} has no checkpoints directory; is it a Strata workdir?")
-    entries = os.listdir(ckpt_dir)
+    entries = files.listdir(ckpt_dir)
     steps = sorted(int(d) for d in entries if d.isdigit())
     logged = {m["step"]: m for m in read_metrics(os.path.join(workdir, "metrics.jsonl"))
               if isinstance(m, dict) and "step" in m}
@@ -82,7 +77,7 @@ def describe(workdir: str) -> str:
     saved = {s: _saved_metrics(os.path.join(ckpt_dir, str(s))) for s in steps}
     best = _best_step(workdir, saved)
 
-    lines = [f"workdir {os.path.abspath(workdir)}", "",
+    lines = [f"workdir {files.absolute(workdir)}", "",
              "| step | size | parameters | metrics | |", "|---:|---:|---:|---|---|"]
     for step in steps:
         row = {**logged.get(step, {}), **saved[step]}
@@ -99,7 +94,7 @@ def describe(workdir: str) -> str:
     readable = [s for s in steps if trees[s] is not None]
     if readable:
         lines += [""] + _tree_summary(trees[readable[-1]], readable[-1])
-    aside = sorted(d for d in os.listdir(workdir) if d.startswith("checkpoints-unreadable-"))
+    aside = sorted(d for d in files.listdir(workdir) if d.startswith("checkpoints-unreadable-"))
     partial = sorted(d for d in entries if not d.isdigit() and "tmp" in d)
     if aside:
         lines.append(f"set aside as unreadable (kept, not used): {', '.join(aside)}")

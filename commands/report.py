@@ -15,8 +15,10 @@ import json
 import os
 
 from commands.curves import mean_std, write_curves
+from commands.figures import save_png
 from commands.trials import name_value, short_keys
 from errors import ConfigError
+from train import files
 from train.checks import flatten
 from train.writers import read_metrics
 
@@ -35,10 +37,9 @@ class Run:
 
 
 def _load_json(path: str) -> dict:
-    if not os.path.exists(path):
+    if not files.exists(path):
         return {}
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(files.read_text(path))
 
 
 def _run(name: str, group: str, workdir: str, values: dict) -> Run:
@@ -48,10 +49,13 @@ def _run(name: str, group: str, workdir: str, values: dict) -> Run:
 
 def discover(path: str) -> tuple[list[Run], list[str], dict]:
     """(runs, swept keys, description) of a sweep, a run, or a folder of runs."""
-    if not os.path.isdir(path):
+    if files.is_remote(path):
+        from train import bucket
+        bucket.check_bucket(path)
+    if not files.isdir(path):
         raise ConfigError(f"{path} is not a directory; give a sweep or run directory.")
-    if os.path.exists(os.path.join(path, "metrics.jsonl")):
-        name = os.path.basename(os.path.abspath(path))
+    if files.exists(os.path.join(path, "metrics.jsonl")):
+        name = os.path.basename(files.absolute(path).rstrip("/"))
         return [_run(name, name, path, {})], [], {}
     sweep = _load_json(os.path.join(path, "sweep.json"))
     if sweep:
@@ -60,7 +64,7 @@ def discover(path: str) -> tuple[list[Run], list[str], dict]:
         fixed = {**sweep.get("config_overrides", {}), **sweep["fixed"]}
         about = {"config": sweep["config"], "fixed": fixed, "seeds": sweep["seeds"]}
         return runs, sweep["axes"], about
-    names = sorted(d for d in os.listdir(path) if os.path.exists(os.path.join(path, d, "metrics.jsonl")))
+    names = sorted(d for d in files.listdir(path) if files.exists(os.path.join(path, d, "metrics.jsonl")))
     if not names:
         raise ConfigError(f"{path} holds no runs: no sweep.json, no metrics.jsonl, and no "
                                 "subfolder with one.")
@@ -191,7 +195,7 @@ def plot(runs: list[Run], directory: str) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    os.makedirs(directory, exist_ok=True)
+    files.makedirs(directory)
     keys = sorted({k for r in runs for row in r.metrics for k in row} - {"step", *NOT_PLOTTED})
     keys.sort(key=lambda k: (not k.startswith("eval/"), k))
     groups = list(dict.fromkeys(r.group for r in runs))
@@ -219,7 +223,7 @@ def plot(runs: list[Run], directory: str) -> list[str]:
                       bbox_to_anchor=None if len(labelled) <= 8 else (1.02, 1.0))
         fig.tight_layout()
         path = os.path.join(directory, key.replace("/", "_") + ".png")
-        fig.savefig(path)
+        save_png(fig, path)
         plt.close(fig)
         paths.append(path)
     return paths
@@ -233,15 +237,15 @@ def write_report(path: str) -> str:
     plots = plot(runs, os.path.join(path, "plots"))
     curves, sections = write_curves(runs, axes, {r.name: summarize(r) for r in runs},
                                     os.path.join(path, "plots"))
-    intro = [f"# {os.path.basename(os.path.abspath(path))}", ""]
+    intro = [f"# {os.path.basename(files.absolute(path).rstrip('/'))}", ""]
     if about:
         fixed = ", ".join(f"{k}={name_value(v)}" for k, v in about["fixed"].items()) or "none"
         intro += [f"config `{about['config']}`, {len(runs)} runs, seeds per trial: {about['seeds']}, "
                   f"fixed overrides: {fixed}", ""]
     images = [f"![{os.path.basename(p)}](plots/{os.path.basename(p)})" for p in curves + plots]
-    with open(os.path.join(path, "report.md"), "w") as f:
+    with files.open_write(os.path.join(path, "report.md")) as f:
         f.write("\n".join(intro + [text, ""] + sections + images) + "\n")
-    with open(os.path.join(path, "report.csv"), "w", newline="") as f:
+    with files.open_write(os.path.join(path, "report.csv"), newline="") as f:
         fields = list(dict.fromkeys(k for r in csv_rows for k in r))
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()

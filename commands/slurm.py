@@ -35,7 +35,7 @@ import sys
 
 from commands.trials import RUN_PY
 from errors import ConfigError
-from train import paths
+from train import files, paths
 
 SCRIPT = "slurm_sweep.sh"
 WARN_S = 120  # the batch script gets SIGUSR1 this long before the time limit: save, requeue
@@ -186,10 +186,9 @@ def submit(sweep_dir: str, jobs: list, flags, say, *, is_finished, prepare_data)
 
 def _read_jobs(sweep_dir: str) -> list[dict]:
     path = os.path.join(sweep_dir, JOBS)
-    if not os.path.exists(path):
+    if not files.exists(path):
         return []
-    with open(path) as f:
-        return json.load(f)["jobs"]
+    return json.loads(files.read_text(path))["jobs"]
 
 
 def _query(command: list[str]) -> list[list[str]]:
@@ -221,7 +220,11 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
 
 
 def _held(lock_path: str) -> bool:
-    """Whether a process on this host holds the workdir's `flock` (a run is training)."""
+    """Whether a process on this host holds the workdir's `flock` (a run is training), or a
+    live run holds a bucket workdir's lock object."""
+    if files.is_remote(lock_path):
+        from train import bucket
+        return bucket.held(lock_path)
     try:
         fd = os.open(lock_path, os.O_RDONLY)
     except OSError:
@@ -238,18 +241,16 @@ def _held(lock_path: str) -> bool:
 def _finished(workdir: str) -> bool:
     """The workdir holds the checkpoint of the last step its config.json asks for."""
     try:
-        with open(os.path.join(workdir, "config.json")) as f:
-            steps = json.load(f)["train"]["steps"]
+        steps = json.loads(files.read_text(os.path.join(workdir, "config.json")))["train"]["steps"]
     except (OSError, ValueError, KeyError):
         return False
-    return os.path.isdir(os.path.join(workdir, "checkpoints", str(steps)))
+    return files.isdir(os.path.join(workdir, "checkpoints", str(steps)))
 
 
 def _last_attempt(log_path: str) -> tuple[int | None, str]:
     """(exit status or None, error line) of the last attempt logged in a trial's train.log."""
     try:
-        with open(log_path, errors="replace") as f:
-            text = f.read()[-50000:]
+        text = files.read_text(log_path, errors="replace")[-50000:]
     except OSError:
         return None, ""
     starts = list(START_LINE.finditer(text))
@@ -264,9 +265,11 @@ def trial_states(sweep_dir: str) -> list[tuple[str, str, str]]:
     """(trial name, state, detail) for each trial of DIR/sweep.json; state is one of
     queued, running, done, failed, interrupted (stopped by a signal after saving: resubmit
     to resume), not started."""
+    if files.is_remote(sweep_dir):
+        from train import bucket
+        bucket.check_bucket(sweep_dir)
     try:
-        with open(os.path.join(sweep_dir, "sweep.json")) as f:
-            trials = [t["name"] for t in json.load(f)["trials"]]
+        trials = [t["name"] for t in json.loads(files.read_text(os.path.join(sweep_dir, "sweep.json")))["trials"]]
     except (OSError, ValueError, KeyError):
         raise ConfigError(f"{sweep_dir!r} holds no sweep (no readable sweep.json); "
                           "give the --workdir of a `run.py sweep`.") from None
@@ -293,7 +296,7 @@ def trial_states(sweep_dir: str) -> list[tuple[str, str, str]]:
         elif code or error or state in ("FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL"):
             why = ", ".join(w for w in (f"exit {code}" if code else state.lower(), error) if w)
             out.append((name, "failed", why))
-        elif os.path.exists(os.path.join(workdir, "train.log")):
+        elif files.exists(os.path.join(workdir, "train.log")):
             out.append((name, "interrupted", state.lower() or "stopped before its last step; rerun the sweep to resume"))
         else:
             out.append((name, "not started", state.lower()))

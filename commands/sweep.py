@@ -26,27 +26,28 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
+from typing import IO
 
 import ml_collections
 
 from commands.trials import (RUN_PY, Trial, expand, load_config, load_sweep, printable,
                              train_args, trial_config, trial_file, varying_keys)
 from errors import EXIT_BUG, EXIT_PREEMPTED, ConfigError
-from train import checks, paths
+from train import checks, files, paths
 
 
 def is_finished(workdir: str, expected: ml_collections.ConfigDict) -> bool:
     """True when `workdir` ran this config and holds the checkpoint of its last step."""
     path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    if not files.exists(path):
         return False
-    with open(path) as f:
-        saved = json.load(f)
+    saved = json.loads(files.read_text(path))
     if checks.config_differences(saved, json.loads(expected.to_json_best_effort())):
         return False  # not ours: running it makes `train` refuse with the differences
-    return os.path.isdir(os.path.join(workdir, "checkpoints", str(saved["train"]["steps"])))
+    return files.isdir(os.path.join(workdir, "checkpoints", str(saved["train"]["steps"])))
 
 
 # --- Running ----------------------------------------------------------------------------
@@ -68,6 +69,24 @@ def _log_tail(path: str) -> str:
     lines = [l.strip() for l in re.split(r"[\r\n]", text) if l.strip()]
     errors = [l for l in lines if l.startswith("strata: error:") or re.match(r"\w+(Error|Exception)\b", l)]
     return (errors or lines or ["(empty log)"])[-1][:300]
+
+
+def _open_log(workdir: str) -> IO:
+    """The trial's train.log, appended to; for a gs:// trial a local file that `_close_log`
+    appends to the log object (a subprocess writes to a file descriptor, not a bucket)."""
+    if not files.is_remote(workdir):
+        return open(os.path.join(workdir, "train.log"), "a")
+    return tempfile.NamedTemporaryFile("a", prefix="strata-train-", suffix=".log", delete=False)
+
+
+def _close_log(workdir: str, log: IO) -> None:
+    log.close()
+    if files.is_remote(workdir):
+        remote = os.path.join(workdir, "train.log")
+        before = files.read_text(remote, errors="replace") if files.exists(remote) else ""
+        with open(log.name, errors="replace") as f:
+            files.write_text(remote, before + f.read())
+        os.remove(log.name)
 
 
 def _prepare_data(configs: list[ml_collections.ConfigDict]) -> None:
@@ -92,13 +111,15 @@ def run_trials(jobs: list[tuple[Trial, str, list[str], ml_collections.ConfigDict
         while queue or running:
             while queue and len(running) < parallel:
                 trial, workdir, args, config = queue.popleft()
-                os.makedirs(workdir, exist_ok=True)
-                # A trial of a killed sweep may still be saving its checkpoint: wait for it.
-                os.close(paths.exclusive_lock(os.path.join(workdir, ".lock"), "", wait=True, say=say))
+                files.makedirs(workdir)
+                if not files.is_remote(workdir):
+                    # A trial of a killed sweep may still be saving its checkpoint: wait for it.
+                    # (In a bucket the trial's own lock refuses to start beside it, in one line.)
+                    os.close(paths.exclusive_lock(os.path.join(workdir, ".lock"), "", wait=True, say=say))
                 if is_finished(workdir, config):
                     outcome[trial.name] = "skipped"
                     continue
-                log = open(os.path.join(workdir, "train.log"), "a")
+                log = _open_log(workdir)
                 stamp = datetime.datetime.now().isoformat(timespec="seconds")
                 log.write(f"\n# {stamp} strata sweep: {printable(args)}\n")
                 log.flush()
@@ -109,15 +130,16 @@ def run_trials(jobs: list[tuple[Trial, str, list[str], ml_collections.ConfigDict
                 say(f"[{len(jobs) - len(queue)}/{len(jobs)}] started {trial.name}")
             for proc in [p for p in running if p.poll() is not None]:
                 trial, workdir, log, start = running.pop(proc)
-                log.close()
                 took = f"{time.time() - start:.0f}s"
+                why = _log_tail(log.name) if proc.returncode else ""
+                _close_log(workdir, log)
                 if proc.returncode == 0:
                     outcome[trial.name] = "done"
                     say(f"done {trial.name} ({took})")
                 else:
-                    why = _log_tail(log.name)
                     outcome[trial.name] = f"failed (exit {proc.returncode}): {why}"
-                    say(f"FAILED {trial.name} (exit {proc.returncode}, {took}): {why} [log: {log.name}]")
+                    say(f"FAILED {trial.name} (exit {proc.returncode}, {took}): {why} "
+                        f"[log: {os.path.join(workdir, 'train.log')}]")
             time.sleep(0.2)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the trials save a checkpoint and stop
         say(f"interrupted: {len(running)} running trial(s) save a checkpoint and stop "
@@ -130,6 +152,8 @@ def run_trials(jobs: list[tuple[Trial, str, list[str], ml_collections.ConfigDict
         except KeyboardInterrupt:
             for proc in running:
                 proc.kill()
+        for proc, (_, workdir, log, _) in running.items():
+            _close_log(workdir, log)
         outcome.update((trial.name, "interrupted") for trial, *_ in running.values())
         return outcome, True
     return outcome, False
@@ -143,6 +167,10 @@ def cmd_sweep(args: list[str], flags) -> int:
     from commands import slurm
     if flags.status:
         return slurm.print_status(flags.status)
+    if flags.launcher == "slurm" and files.is_remote(flags.workdir or ""):
+        raise ConfigError(f"--launcher slurm needs a --workdir on the cluster's shared filesystem, not "
+                          f"{flags.workdir} (its batch script appends to each trial's train.log); "
+                          "use --launcher local, or a gcsfuse mount of the bucket.")
     slurm.check_flags(flags)
     if args:
         raise ConfigError(f"unexpected argument(s) {' '.join(args)!r}; usage: python run.py sweep "
@@ -158,6 +186,9 @@ def cmd_sweep(args: list[str], flags) -> int:
     if cloud:
         from commands import gke, tpu
         (tpu if flags.launcher == "tpu-vm" else gke).check_flags(flags)
+        if files.is_remote(flags.workdir):
+            raise ConfigError(f"--launcher {flags.launcher} writes the commands you run into --workdir, a "
+                              f"local folder (not {flags.workdir}); the trials' workdirs are --cloud_workdir.")
         checks.check_scheme(flags.cloud_workdir)
         if not flags.cloud_workdir.startswith(("gs://", "/")):
             raise ConfigError(f"--cloud_workdir must be gs://BUCKET/PATH or an absolute path that "
@@ -200,8 +231,8 @@ def cmd_sweep(args: list[str], flags) -> int:
         return slurm.submit(flags.workdir, jobs, flags, say, is_finished=is_finished,
                             prepare_data=_prepare_data)
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    lock = paths.exclusive_lock(os.path.join(flags.workdir, ".sweep.lock"),
-                                "another sweep (pid {pid}) is running in {folder}; wait for it.")
+    release = paths.hold_lock(os.path.join(flags.workdir, ".sweep.lock"),
+                              "another sweep (pid {pid}) is running in {folder}; wait for it.")
     try:
         todo = [j for j in jobs if not is_finished(j[1], j[3])]
         say(f"{len(jobs)} trials of {config_file} in {flags.workdir}: {len(jobs) - len(todo)} "
@@ -214,7 +245,7 @@ def cmd_sweep(args: list[str], flags) -> int:
         return EXIT_PREEMPTED
     finally:
         signal.signal(signal.SIGTERM, previous)
-        os.close(lock)
+        release()
     count = lambda what: sum(v.startswith(what) for v in outcome.values())  # noqa: E731
     say(f"{len(jobs)} trials: {count('done')} ran now, {len(jobs) - len(todo) + count('skipped')} had "
         f"finished before, {count('failed')} failed" + (f", {count('interrupted')} interrupted"

@@ -9,7 +9,7 @@ import sys
 import ml_collections
 
 from errors import ConfigError
-from train import checks
+from train import checks, files
 
 DEFAULT_WORKDIR = "runs/default"  # bare `python run.py` trains the default config here
 
@@ -33,12 +33,14 @@ def saved_config(workdir: str, overrides: dict | None = None,
     `--config.KEY=VALUE` `overrides` of sampling and evaluation settings applied. Top-level
     sections of `defaults` that the saved config lacks (a run trained before they existed,
     e.g. `attack`), and their keys it lacks (`explain.method`), are taken from it."""
+    if checks.check_scheme(workdir):
+        from train import bucket
+        bucket.check_bucket(workdir)
     path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    if not files.exists(path):
         raise ConfigError(f"{workdir} has no config.json; train there first "
                           f"(python run.py train --config ... --workdir {workdir}).")
-    with open(path) as f:
-        config = ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(json.loads(files.read_text(path)))
     for section in (defaults or {}):
         if section not in config:
             config[section] = ml_collections.ConfigDict(defaults[section].to_dict())
@@ -73,9 +75,7 @@ def cmd_train(args: list[str], flags) -> int:
                           "set with --config.KEY=VALUE.")
     bare = flags.workdir is None
     workdir = flags.workdir or DEFAULT_WORKDIR
-    if checks.check_scheme(workdir):  # before anything is built or written
-        raise ConfigError(f"--workdir {workdir}: bucket workdirs are not supported by train yet; "
-                          "mount the bucket (gcsfuse BUCKET /gcs/BUCKET) and pass /gcs/BUCKET/PATH.")
+    checks.check_scheme(workdir)  # an unknown scheme: before anything is built or written
     # Order: the config's own values, then names and devices, then the workdir; so each
     # mistake is reported as itself, and nothing in the workdir is touched before all pass.
     checks.check_config(config)

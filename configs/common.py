@@ -42,6 +42,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.inputs_key = ""         # sequence pairs (translation): the source text feature
     c.data.targets_key = ""        # sequence pairs: the target text feature; "" = not pairs
     c.data.pack = True             # sequence pairs: pack several examples per row of seq_len
+    c.data.pack_documents = False  # language models: rows of whole documents packed with segment
+                                   # ids and positions (Flax LM1B, MaxText) instead of windows over
+                                   # the documents joined by eos (nanoGPT); needs a tokenizer path
     c.data.num_threads = 2         # Grain reader threads
     c.data.in_memory_max_mb = 256  # train split held in memory as arrays if its files are <= this (0 = never)
 
@@ -53,7 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer.decay_factor = 0.1  # piecewise: e.g. 0.1 = divided by 10 at each boundary
     c.optimizer.warmup_steps = 0   # linear warm-up from 0
     c.optimizer.end_lr_fraction = 0.0  # cosine: the final rate as a fraction of the peak
-    c.optimizer.weight_decay = 0.0  # decoupled; matrices only (ndim > 1)
+    c.optimizer.weight_decay = 0.0  # matrices only (ndim > 1); adamw: decoupled, sgd: L2 added to the gradient
     c.optimizer.grad_clip = 0.0    # global-norm clipping; 0 = off
     c.optimizer.momentum = 0.9     # sgd; 0 = plain SGD
     c.optimizer.nesterov = False   # sgd
@@ -94,6 +97,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.sample.num_tokens = 256      # language models: tokens to generate
     c.sample.temperature = 0.8     # language models: 0 = greedy
     c.sample.top_k = 0             # language models: 0 = all tokens
+    c.sample.end_token = -1        # language models: stop after this token id (-1 = never)
     c.sample.beam_size = 1         # translation: 1 = greedy decoding, > 1 = beam search
     c.sample.length_penalty = 0.6  # translation: beam scores / ((5 + len) / 6) ** alpha (GNMT)
     c.sample.max_decode_len = 0    # translation: tokens to generate at most; 0 = model.max_len
@@ -155,6 +159,49 @@ def evaluator(type: str, **fields) -> ml_collections.ConfigDict:
     train/data defaults, see `base_config`) and the type's own `fields`."""
     common = dict(type=type, split="", preprocess="", every=0, batch_size=0, max_batches=0, prefix="")
     return ml_collections.ConfigDict({**common, **fields})
+
+
+def digits_resnet_config(runlocal: bool = False) -> ml_collections.ConfigDict:
+    """`base_config()` with the ResNet-20 recipe on the embedded digits that
+    configs/digits_resnet.py trains (and digits_resnet_adv.py trains adversarially): SGD
+    with Nesterov momentum 0.1, 50 warm-up steps then cosine, weight decay 5e-4, 600 steps
+    of batch 128, pad-1 crops; `runlocal` makes it a 60-step smoke run."""
+    c = base_config()
+    c.task.num_classes = 10
+    c.model.name = "resnet"
+    c.model.depth = 20
+    c.model.family = "cifar"
+    c.model.width = 16            # channels of the first stage (16-32-64)
+    c.model.num_classes = c.task.get_ref("num_classes")  # set once, in task.num_classes
+    c.model.dtype = "float32"
+
+    c.task.name = "classification"
+    c.task.label_smoothing = 0.0
+
+    c.data.name = "digits"
+    c.data.preprocess = "to_float(-1, 1)|pad_crop(1)"
+    c.data.eval_preprocess = "to_float(-1, 1)"
+
+    c.optimizer.name = "sgd"
+    c.optimizer.learning_rate = 0.1
+    c.optimizer.momentum = 0.9
+    c.optimizer.nesterov = True
+    c.optimizer.weight_decay = 5e-4
+    c.optimizer.warmup_steps = 50
+
+    c.train.steps = 600
+    c.train.batch_size = 128
+    c.train.log_every = 50
+    c.train.eval_every = 200
+    c.train.checkpoint_every = 200
+    c.checkpoint.best_metric = "eval/accuracy"
+
+    if runlocal:
+        c.train.steps = 60
+        c.train.eval_every = 30
+        c.train.checkpoint_every = 30
+        c.train.log_every = 10
+    return c
 
 
 def byte_lm_config(runlocal: bool = False) -> ml_collections.ConfigDict:

@@ -5,27 +5,17 @@ training batch is replaced by PGD inputs in the L-inf ball of radius `eps` aroun
     python run.py attack --workdir runs/digits_resnet_adv      # robust accuracy per budget
     python run.py train  --config configs/digits_resnet_adv.py:adversarial=fgsm_rs ...  # 2x cheaper
 
-The recipe of configs/digits_resnet.py (kept in step with it by hand: configs import only
-configs/common) plus `task.adversarial`. PGD-3 costs about 4x a plain step (three attack
+The recipe of configs/digits_resnet.py (`digits_resnet_config` in configs/common.py) plus
+`task.adversarial`. PGD-3 costs about 4x a plain step (three attack
 gradients, then the update). `eval/adv/*` reports clean and PGD-10 robust accuracy on the
 test split at the end of training. `:runlocal` is a 60-step smoke run.
 """
-from configs.common import base_config, evaluator, parse_arg
+from configs.common import digits_resnet_config, evaluator, parse_arg
 
 
 def get_config(arg: str | None = None):
     args = parse_arg(arg, runlocal=False, adversarial="pgd", eps=0.1, steps=3)
-    c = base_config()
-    c.task.num_classes = 10
-    c.model.name = "resnet"
-    c.model.depth = 20
-    c.model.family = "cifar"
-    c.model.width = 16
-    c.model.num_classes = c.task.get_ref("num_classes")
-    c.model.dtype = "float32"
-
-    c.task.name = "classification"
-    c.task.label_smoothing = 0.0
+    c = digits_resnet_config(args.runlocal)
     c.task.input_range = (-1.0, 1.0)    # what to_float(-1, 1) feeds: attacks stay inside
     c.task.adversarial = args.adversarial  # pgd | fgsm_rs | "" (plain training)
     c.task.adv_norm = "linf"
@@ -33,33 +23,12 @@ def get_config(arg: str | None = None):
     c.task.adv_steps = args.steps        # pgd only
     c.task.adv_step_size = 0.0           # 0 = 2.5 / steps (pgd), 1.25 (fgsm_rs), times eps
 
-    c.data.name = "digits"
-    c.data.preprocess = "to_float(-1, 1)|pad_crop(1)"
-    c.data.eval_preprocess = "to_float(-1, 1)"
-
-    c.optimizer.name = "sgd"
-    c.optimizer.learning_rate = 0.1
-    c.optimizer.momentum = 0.9
-    c.optimizer.nesterov = True
-    c.optimizer.weight_decay = 5e-4
-    c.optimizer.warmup_steps = 50
-
-    c.train.steps = 600
-    c.train.batch_size = 128
-    c.train.log_every = 50
-    c.train.eval_every = 200
-    c.train.checkpoint_every = 200
-    c.checkpoint.best_metric = "eval/accuracy"
     # Clean and robust accuracy at the end (every=0 and train.eval_every would run it at each
     # eval; PGD-10 over the test split costs ~40 eval passes).
     c.evals.adv = evaluator("adversarial", norm="linf", budgets=(0.05, 0.1, 0.2), steps=10,
                             every=c.train.steps)
 
     if args.runlocal:
-        c.train.steps = 60
-        c.train.eval_every = 30
-        c.train.checkpoint_every = 30
-        c.train.log_every = 10
         c.evals.adv.every = 60
         c.evals.adv.max_batches = 1
     return c

@@ -9,9 +9,14 @@ The example's settings: 6 layers, width 512, 8 heads, MLP 2048, dropout 0.1, a 3
 SentencePiece vocabulary trained on the data, sequences of 128 tokens, batch 256 (32 per
 device on a TPU v3-8), AdamW (weight decay 0.1) with linear warm-up over 1000 steps then
 inverse square root (0.05 * rsqrt(max(step, 1000)): a peak of 1.58e-3), 500k steps,
-bfloat16. Differences here: GELU pre-LN blocks with learned positions (the example: ReLU,
-sinusoids), and windows of 128 tokens over the concatenated sentences (each ending with
-eos) instead of packed sentences, so attention crosses sentence boundaries. Published
+bfloat16. Rows as the example's: sentences (each ending with eos) packed into rows of 128
+tokens with segment ids and positions (data.pack_documents), attention never crossing a
+sentence (data/packing.py PackedDocuments). Differences here: GELU pre-LN blocks with learned
+positions (the example: ReLU, sinusoids); a sentence's first token is not scored (the example
+predicts it from a 0 "begin" input); a sentence longer than 129 tokens is cut into pieces
+(the example drops it from training); evaluation reads packed rows of 128 too (the example:
+unpacked rows of up to 512; per-token losses are the same, as attention stays within a
+sentence). Published
 result: the example's README gives no perplexity; eval/loss is nats per token, so
 perplexity = exp(eval/loss). `:runlocal` trains a tiny model on the embedded
 numbers_translate German side with a 64-piece vocabulary.
@@ -31,6 +36,7 @@ def get_config(arg: str | None = None):
     c.data.spm_model_type = "unigram"
     c.data.spm_max_sentences = 1_000_000   # the example: 10M characters of training text
     c.data.seq_len = 128
+    c.data.pack_documents = True           # the example packs sentences (input_pipeline.py)
 
     c.task.name = "language_model"
     c.task.vocab_size = c.data.get_ref("vocab_size")
@@ -45,6 +51,7 @@ def get_config(arg: str | None = None):
     c.model.positions = "learned"
     c.model.dropout = 0.1
     c.model.dtype = "bfloat16"
+    c.model.scan_layers = False    # True: the blocks as one nn.scan (compile time flat in depth)
 
     c.optimizer.name = "adamw"
     c.optimizer.learning_rate = 0.05 / 1000 ** 0.5

@@ -45,6 +45,7 @@ def get_config(arg: str | None = None):
     c.model.tie_embeddings = True
     c.model.dropout = 0.0
     c.model.dtype = "bfloat16"
+    c.model.scan_layers = False    # True: the blocks as one nn.scan (compile time flat in depth)
 
     c.optimizer.name = "adamw"
     c.optimizer.learning_rate = 6e-4

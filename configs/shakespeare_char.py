@@ -36,6 +36,7 @@ def get_config(arg: str | None = None):
     c.model.positions = "learned"
     c.model.tie_embeddings = True
     c.model.dropout = 0.2
+    c.model.scan_layers = False    # True: the blocks as one nn.scan (compile time flat in depth)
 
     c.optimizer.learning_rate = 1e-3
     c.optimizer.schedule = "cosine"

@@ -25,6 +25,7 @@ def get_config(arg: str | None = None):
     c.model.positions = "rotary"
     c.model.dropout = 0.0
     c.model.dtype = "float32"
+    c.model.scan_layers = False    # True: the blocks as one nn.scan (compile time flat in depth)
 
     c.optimizer.weight_decay = 0.1
     c.optimizer.b2 = 0.99

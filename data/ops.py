@@ -26,7 +26,7 @@ import numpy as np
 
 from data.row_random import RowRandom
 
-from data import image_ops, mix_ops, randaugment
+from data import image_ops, mix_ops, randaugment, text_ops
 from errors import ConfigError, DataError, UnknownNameError
 
 Op = Callable[[dict, RowRandom], dict]  # per-example or batched: (data, rand) -> data
@@ -92,6 +92,7 @@ EXAMPLE_STREAM = 1  # RowRandom stream of the per-example stage
 EXAMPLE_OPS: dict[str, Callable[..., Op]] = {
     **image_ops.EXAMPLE_OPS,              # decode, random_resized_crop, resize_small, central_crop
     "randaugment": randaugment.randaugment,
+    **text_ops.EXAMPLE_OPS,               # tokenize
 }
 BATCH_OPS: dict[str, Callable[..., Op]] = {
     "to_float": to_float,

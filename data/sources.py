@@ -171,8 +171,8 @@ def open_split(data_config: Any, split: str,
 
     With `data.seq_len > 0` the records are byte/token streams and the source yields
     fixed-length windows `{"tokens": (seq_len + 1,)}` over their concatenation. With a
-    `data.tokenizer` other than bytes, or sequence pairs (`data.targets_key`), the rows are
-    tokenised (and packed) by data/packing.py.
+    `data.tokenizer` other than bytes, sequence pairs (`data.targets_key`) or
+    `data.pack_documents`, the rows are tokenised (and packed) by data/packing.py.
     """
     kwargs = {}
     files = data_config.files
@@ -180,7 +180,7 @@ def open_split(data_config: Any, split: str,
         kwargs["files"] = tuple(f for f in files.split(",") if f)
     source, info = open_source(data_config.name, split, data_config.data_dir or None,
                                decoders=skip_decoding(preprocess), **kwargs)
-    if data_config.targets_key or data_config.tokenizer != "bytes":  # tokenised text
+    if data_config.targets_key or data_config.tokenizer != "bytes" or data_config.pack_documents:
         from data.packing import tokenized_split
         return tokenized_split(data_config, split, source, info, lambda s: open_source(
             data_config.name, s, data_config.data_dir or None, **kwargs)[0],

@@ -20,7 +20,7 @@ def _einsum_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, mask: jnp.
     logits = jnp.einsum("bthd,bshd->bhts", q * (q.shape[-1] ** -0.5), k).astype(jnp.float32)
     if is_causal:
         causal = jnp.tril(jnp.ones((t, s), bool))  # (T, S)
-        mask = causal if mask is None else mask & causal
+        mask = causal if mask is None else mask & causal.reshape((1,) * (mask.ndim - 2) + (t, s))
     if mask is not None:
         logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)  # (B, H, T, S)

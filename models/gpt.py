@@ -16,6 +16,10 @@ Sampling uses a key/value cache in the `cache` collection (the flax lm1b example
                                decode=True, mutable=["cache"])   # tokens: (B, 1) or a (B, T) prompt
     cache = vars["cache"]
 
+Packed rows of several documents: `model.apply(v, tokens, train=..., segmentation=seg,
+segment_positions=pos)` (block-diagonal causal attention, positions restarting per
+document, for both position schemes).
+
 Each decode call writes its keys and values at the cache's index and advances it, so a
 step costs O(max_len) rather than recomputing the whole prefix. Positions in decode mode
 come from that index; it must stay below `max_len` (not checked: it is traced).
@@ -41,15 +45,18 @@ def rotary(x: jnp.ndarray, positions: jnp.ndarray, theta: float = 10_000.0) -> j
 
     Args:
       x: (B, T, H, D) queries or keys; D must be even.
-      positions: (T,) integer positions of the T tokens.
+      positions: (T,) integer positions of the T tokens, or (B, T) per row (packed rows).
     Returns:
       x rotated, same shape and dtype.
     """
     half = x.shape[-1] // 2
     freqs = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)         # (D/2,)
-    angles = positions.astype(jnp.float32)[:, None] * freqs[None, :]       # (T, D/2)
-    sin = jnp.sin(angles)[None, :, None, :]                                # (1, T, 1, D/2)
-    cos = jnp.cos(angles)[None, :, None, :]
+    freqs = jnp.expand_dims(freqs, tuple(range(positions.ndim)))           # (1, [1,] D/2)
+    angles = positions.astype(jnp.float32)[..., None] * freqs              # ([B,] T, D/2)
+    if angles.ndim == 2:
+        angles = angles[None]                                              # (1, T, D/2)
+    sin = jnp.sin(angles)[:, :, None, :]                                   # (1 or B, T, 1, D/2)
+    cos = jnp.cos(angles)[:, :, None, :]
     x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return out.astype(x.dtype)
@@ -64,8 +71,10 @@ class CausalSelfAttention(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, positions: jnp.ndarray, decode: bool) -> jnp.ndarray:
-        """x: (B, T, E), positions: (T,) -> (B, T, E)."""
+    def __call__(self, x: jnp.ndarray, positions: jnp.ndarray, mask: jnp.ndarray | None,
+                 decode: bool) -> jnp.ndarray:
+        """x: (B, T, E), positions: (T,) or (B, T), mask: None or (B, 1, T, T) bool, True =
+        may attend (combined with the causal mask) -> (B, T, E)."""
         batch, length, width = x.shape
         head_dim = width // self.num_heads
         # One projection for queries, keys and values (nanoGPT's c_attn): one larger matmul
@@ -94,7 +103,7 @@ class CausalSelfAttention(nn.Module):
             else:
                 y = attention(q, k, v, is_causal=True)
         else:
-            y = attention(q, k, v, is_causal=True)  # (B, T, H, D)
+            y = attention(q, k, v, mask=mask, is_causal=True)  # (B, T, H, D)
 
         return nn.DenseGeneral(features=width, axis=(-2, -1), dtype=self.dtype, name="out",
                                kernel_init=normal(self.out_stddev, ("heads", "kv", "embed")),
@@ -114,15 +123,15 @@ class Block(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, positions: jnp.ndarray, train: bool,
-                 decode: bool) -> jnp.ndarray:
-        """x: (B, T, E), positions: (T,) -> (B, T, E)."""
+    def __call__(self, x: jnp.ndarray, positions: jnp.ndarray, mask: jnp.ndarray | None,
+                 train: bool, decode: bool) -> jnp.ndarray:
+        """x: (B, T, E), positions: (T,) or (B, T), mask: see CausalSelfAttention -> (B, T, E)."""
         width = x.shape[-1]
         drop = nn.Dropout(rate=self.dropout, deterministic=not train)
         y = layer_norm(self.dtype, "ln_attn", epsilon=self.layer_norm_epsilon)(x)
         y = CausalSelfAttention(num_heads=self.num_heads, max_len=self.max_len, rotary=self.rotary,
                                 out_stddev=self.out_stddev, dtype=self.dtype,
-                                name="attn")(y, positions, decode)
+                                name="attn")(y, positions, mask, decode)
         x = x + drop(y)
         y = layer_norm(self.dtype, "ln_mlp", epsilon=self.layer_norm_epsilon)(x)
         y = nn.Dense(features=self.mlp_dim, dtype=self.dtype, name="mlp_in",
@@ -156,6 +165,9 @@ class GPT(nn.Module):
       layer_norm_epsilon: the LayerNorms' epsilon (GPT-2's `layer_norm_epsilon`).
       gelu_approximate: the MLP's GELU in its tanh form (GPT-2's "gelu_new"); False = the
         exact erf form (Hugging Face "gelu").
+      scan_layers: run the blocks as one `nn.scan` over parameters stacked on a leading
+        "layers" axis (params["blocks"], not block_0..block_{L-1}): the same function, but
+        XLA compiles one block instead of L, so compile time stops growing with depth.
     """
     vocab_size: int = 256
     num_layers: int = 6
@@ -170,6 +182,7 @@ class GPT(nn.Module):
     remat: bool = False
     layer_norm_epsilon: float = 1e-5
     gelu_approximate: bool = True
+    scan_layers: bool = False
 
     def _check(self, length: int) -> None:
         if self.positions not in POSITIONS:
@@ -182,17 +195,31 @@ class GPT(nn.Module):
             raise ConfigError(f"sequence length {length} exceeds GPT max_len {self.max_len}.")
 
     @nn.compact
-    def __call__(self, tokens: jnp.ndarray, *, train: bool, decode: bool = False) -> jnp.ndarray:
+    def __call__(self, tokens: jnp.ndarray, *, train: bool, decode: bool = False,
+                 segmentation: jnp.ndarray | None = None,
+                 segment_positions: jnp.ndarray | None = None) -> jnp.ndarray:
         """tokens: (B, T) int ids -> (B, T, vocab_size) float32 next-token logits.
+
+        Packed rows (several documents in one row, data/packing.py) pass `segmentation`
+        (B, T) segment ids (1, 2, ... per document, 0 on padding) and `segment_positions`
+        (B, T) positions restarting at 0 in each segment: a token then attends only to
+        earlier tokens of its own segment, so each document's logits are those it gets alone.
 
         With `decode=True` the call reads and writes the `cache` collection (pass
         `mutable=["cache"]`); T is usually 1, or a whole prompt for a single prefill call.
+        Decoding takes no segments.
         """
         length = tokens.shape[1]
         self._check(length)
         dtype = jnp.dtype(self.dtype)
+        if (segmentation is None) != (segment_positions is None) or (decode and segmentation is not None):
+            raise ValueError("GPT takes segmentation and segment_positions together, and not when decoding.")
 
         positions = jnp.arange(length)  # (T,)
+        mask = None
+        if segmentation is not None:
+            positions = segment_positions                                            # (B, T)
+            mask = (segmentation[:, :, None] == segmentation[:, None, :])[:, None]   # (B, 1, T, T)
         if decode:
             initialized = self.has_variable("cache", "cache_index")
             index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
@@ -205,20 +232,29 @@ class GPT(nn.Module):
         x = embed(tokens)  # (B, T, E)
         if self.positions == "learned":
             table = self.param("pos_embed", normal(0.02, (None, "embed")), (self.max_len, self.width))
-            x = x + jnp.take(table, positions, axis=0).astype(dtype)[None]  # (1, T, E)
+            pos = jnp.take(table, positions, axis=0).astype(dtype)  # (T, E) or (B, T, E)
+            x = x + (pos[None] if pos.ndim == 2 else pos)
         x = nn.Dropout(rate=self.dropout, deterministic=not train)(x)
 
         block_cls = Block
         if self.remat and not decode:
-            block_cls = nn.remat(Block, static_argnums=(3, 4))  # self, x, positions, train, decode
+            block_cls = nn.remat(Block, static_argnums=(4, 5))  # self, x, positions, mask, train, decode
         out_stddev = 0.02 / (2 * self.num_layers) ** 0.5  # GPT-2's scaled residual init
-        for i in range(self.num_layers):
-            x = block_cls(num_heads=self.num_heads, mlp_dim=self.mlp_ratio * self.width,
-                          max_len=self.max_len, rotary=self.positions == "rotary",
-                          out_stddev=out_stddev, dropout=self.dropout,
-                          layer_norm_epsilon=self.layer_norm_epsilon,
-                          gelu_approximate=self.gelu_approximate, dtype=dtype,
-                          name=f"block_{i}")(x, positions, train, decode)
+        block_fields = dict(num_heads=self.num_heads, mlp_dim=self.mlp_ratio * self.width,
+                            max_len=self.max_len, rotary=self.positions == "rotary",
+                            out_stddev=out_stddev, dropout=self.dropout,
+                            layer_norm_epsilon=self.layer_norm_epsilon,
+                            gelu_approximate=self.gelu_approximate, dtype=dtype)
+        if self.scan_layers:
+            stack = nn.scan(lambda block, x, positions, mask: (block(x, positions, mask, train, decode), None),
+                            variable_axes={"params": 0, "cache": 0},
+                            split_rngs={"params": True, "dropout": True},
+                            in_axes=nn.broadcast, length=self.num_layers,
+                            metadata_params={nn.PARTITION_NAME: "layers"})
+            x, _ = stack(block_cls(**block_fields, name="blocks"), x, positions, mask)
+        else:
+            for i in range(self.num_layers):
+                x = block_cls(**block_fields, name=f"block_{i}")(x, positions, mask, train, decode)
         x = layer_norm(dtype, "ln_final", epsilon=self.layer_norm_epsilon)(x)
 
         if self.tie_embeddings:

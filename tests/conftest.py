@@ -28,7 +28,7 @@ def tfds_dir(tmp_path_factory) -> str:
 # subset (`make test-fast`, `pytest -m "not slow"`) for the edit-test loop.
 SLOW_FILES = ("test_cli.py", "test_errors.py", "test_failures.py", "test_multiprocess.py",
               "test_resume.py", "test_sweeps.py", "test_evaluators.py", "test_diffusion.py",
-              "test_language_model.py", "test_slurm.py")
+              "test_language_model.py", "test_slurm.py", "test_buckets.py")
 
 
 def pytest_collection_modifyitems(items):
@@ -63,3 +63,54 @@ def slurm() -> None:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+GCS_BUCKET = "strata-test"  # the emulator's one bucket
+
+
+@pytest.fixture(scope="session")
+def gcs(tmp_path_factory):
+    """A GCS emulator on 127.0.0.1 (tests/cluster/gcs_emulator.py, a free port) for this
+    session; yields the environment that points every client at it (gcsfs and
+    google-cloud-storage: STORAGE_EMULATOR_HOST; tensorstore: TENSORSTORE_GCS_HTTP_URL and a
+    fixed token) and keeps them all off the network (no metadata server, no credentials
+    lookup). Fails in CI if it cannot start; skips elsewhere."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cluster", "gcs_emulator.py")
+    # Its request log goes to a file: a pipe nobody reads would fill up and stall it.
+    log_path = tmp_path_factory.mktemp("gcs") / "emulator.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, script, str(port), GCS_BUCKET], stdout=subprocess.PIPE,
+                            stderr=log, text=True)
+    ready = proc.stdout.readline().strip() == "ready"  # the script prints it once it serves
+    if not ready:
+        proc.kill()
+        proc.wait()
+        log.close()
+        why = (log_path.read_text().strip().splitlines() or ["no output"])[-1]
+        message = f"the GCS emulator did not start ({why}); pip install gcp-storage-emulator"
+        if _in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    url = f"http://127.0.0.1:{port}"
+    env = {"STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url,
+           "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator", "FSSPEC_GS_TOKEN": "anon",
+           "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "NO_GCE_CHECK": "true",
+           "GCE_METADATA_HOST": "127.0.0.1:9", "GCE_METADATA_IP": "127.0.0.1:9"}
+    try:
+        yield env
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

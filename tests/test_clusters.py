@@ -121,6 +121,9 @@ def test_bad_launcher_and_cloud_flags(tmp_path):
                 "--cloud_workdir", "gs://b", "--gke_image", "i", "--gke_tpu_type", "t",
                 "--gke_tpu_topology", "big")
     _one_line_exit_2(r, "--gke_tpu_topology")
+    r = run_cli("sweep", "--config", CONFIG, "--workdir", "gs://b/sw", "--launcher", "tpu-vm",
+                "--cloud_workdir", "gs://b/p", "--tpu_name", "n", "--tpu_zone", "z")
+    _one_line_exit_2(r, "local folder", "--cloud_workdir")  # before any request to the bucket
     assert not d.exists()
 
 
@@ -130,11 +133,3 @@ def test_unknown_workdir_scheme(tmp_path):
         r = run_cli(verb, "--config", CONFIG, "--workdir", "s4://x/y")
         _one_line_exit_2(r, "s4://", "gs://")
     assert set(os.listdir(REPO)) == before  # nothing written (no local "s4:" folder)
-
-
-def test_train_into_a_bucket_is_one_line_until_supported():
-    """Bucket workdirs are not written yet: one line pointing at a mount, and no local
-    `gs:` folder appears."""
-    r = run_cli("train", "--workdir", "gs://bucket/run", "--config.train.steps=1")
-    _one_line_exit_2(r, "gcsfuse")
-    assert not os.path.exists(os.path.join(REPO, "gs:"))

@@ -178,3 +178,59 @@ def test_overfits_one_batch(params):
         p, opt_state, loss = step(p, opt_state)
         losses.append(float(loss))
     assert losses[-1] < 0.1 * losses[0] or losses[-1] < 0.1, losses
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_scan_layers_is_the_same_function_on_stacked_parameters(params, remat):
+    """scan_layers=True with the per-layer parameters stacked gives the unscanned model's
+    logits, gradients and cached decoding; the layouts convert both ways."""
+    from flax import traverse_util
+    from models.layers import stack_layers, unstack_layers
+    tokens = jax.random.randint(jax.random.key(0), (2, 12), 0, 32)
+    plain = build_model("gpt", **TINY, remat=remat)
+    scanned = build_model("gpt", **TINY, remat=remat, scan_layers=True)
+    flat = traverse_util.flatten_dict(params["learned"], sep="/")
+    stacked = traverse_util.unflatten_dict(stack_layers(flat), sep="/")
+    fresh = nn.unbox(scanned.init(jax.random.key(0), tokens, train=False)["params"])
+    assert jax.tree.map(jnp.shape, stacked) == jax.tree.map(jnp.shape, fresh)
+    assert set(unstack_layers(traverse_util.flatten_dict(stacked, sep="/"))) == set(flat)
+
+    def loss(model):
+        return lambda p: jnp.sum(model.apply({"params": p}, tokens, train=False) ** 2)
+
+    assert jnp.allclose(plain.apply({"params": params["learned"]}, tokens, train=False),
+                        scanned.apply({"params": stacked}, tokens, train=False), atol=1e-5)
+    segments = jnp.array([[1] * 5 + [2] * 7, [1] * 12])                 # (2, 12): packed rows
+    positions = jnp.array([list(range(5)) + list(range(7)), list(range(12))])
+    packed = dict(train=False, segmentation=segments, segment_positions=positions)
+    assert jnp.allclose(plain.apply({"params": params["learned"]}, tokens, **packed),
+                        scanned.apply({"params": stacked}, tokens, **packed), atol=1e-5)
+    g_plain = traverse_util.flatten_dict(jax.grad(loss(plain))(params["learned"]), sep="/")
+    g_scan = unstack_layers(traverse_util.flatten_dict(jax.grad(loss(scanned))(stacked), sep="/"))
+    for k, g in g_plain.items():
+        assert jnp.allclose(g, g_scan[k], atol=1e-5), k
+
+    def decode(model, p):
+        cache = init_cache(model, 2)
+        logits, upd = model.apply({"params": p, "cache": cache}, tokens[:, :8], train=False,
+                                  decode=True, mutable=["cache"])
+        return model.apply({"params": p, "cache": upd["cache"]}, tokens[:, 8:9], train=False,
+                           decode=True, mutable=["cache"])[0]
+
+    assert jnp.allclose(decode(plain, params["learned"]), decode(scanned, stacked), atol=1e-5)
+
+
+def test_init_from_converts_between_layer_layouts(params):
+    """A scan_layers run starts from an unscanned checkpoint (and the reverse): the
+    parameters are stacked or unstacked to the target's layout and all match."""
+    from train.init_from import merge_params
+    tokens = jnp.zeros((1, 8), jnp.int32)
+    scanned = build_model("gpt", **TINY, scan_layers=True)
+    fresh = nn.unbox(scanned.init(jax.random.key(5), tokens, train=False)["params"])
+    merged, report = merge_params(fresh, params["learned"], strict=True)
+    assert not any(report.values())
+    assert jnp.array_equal(merged["blocks"]["mlp_in"]["kernel"][1],
+                           params["learned"]["block_1"]["mlp_in"]["kernel"])
+    back, report = merge_params(params["learned"], merged, strict=True)
+    assert not any(report.values())
+    assert jax.tree.all(jax.tree.map(jnp.array_equal, back, jax.device_get(params["learned"])))

@@ -15,7 +15,7 @@ from configs.common import base_config
 from helpers import run_cli
 from models import build_model
 from train.tasks import TaskContext, build_task
-from train.tasks.language_model import advance, generate
+from train.tasks.lm_generate import _window, generate, next_token
 
 TINY = {
     "gpt": dict(vocab_size=256, num_layers=2, num_heads=2, width=32, max_len=16),
@@ -102,11 +102,62 @@ def test_cached_greedy_equals_recomputation_and_compiles_once_per_shape(name):
     model, params = init_params(name, scale=3.0)
     prompt = list(b"def ")
     n = 30 if name == "gpt" else 12  # a GPT with max_len 16 slides twice
-    before = advance._cache_size()
+    before = _window._cache_size()
     out = generate(model, {"params": params}, prompt, n, temperature=0.0, top_k=0,
                    rng=jax.random.key(0))
-    assert advance._cache_size() - before <= 3  # prompt, one token, the re-prefill
+    assert _window._cache_size() - before <= 2  # the prompt's window, the slide's
     assert out == greedy_by_recomputation(model, params, prompt, n)
+
+
+def sample_token_by_token(model, params, ids: list[int], n: int, *, temperature: float,
+                          top_k: int, rng) -> list[int]:
+    """The reference: one jitted model call and host round trip per token, token i drawn
+    with fold_in(rng, i), the window sliding to max_len // 2 tokens when the cache is full."""
+    from models.decoding import init_cache
+
+    @jax.jit
+    def advance(cache, tokens, i):
+        logits, upd = model.apply({"params": params, "cache": cache}, tokens, train=False,
+                                  decode=True, mutable=["cache"])
+        return upd["cache"], next_token(logits[:, -1], jax.random.fold_in(rng, i),
+                                        jnp.float32(temperature), top_k)
+
+    limit = getattr(model, "max_len", None)
+    keep = limit // 2 if limit else None
+    history = list(ids)
+    fed = history if not limit or len(history) < limit else history[-keep:]
+    cache, token = advance(init_cache(model), jnp.asarray([fed], jnp.int32), 0)
+    used, out = len(fed), []
+    for i in range(1, n + 1):
+        out.append(int(token[0]))
+        history.append(out[-1])
+        if i == n:
+            break
+        if limit and used >= limit:
+            cache, token = advance(init_cache(model), jnp.asarray([history[-keep:]], jnp.int32), i)
+            used = keep
+        else:
+            cache, token = advance(cache, jnp.asarray([[out[-1]]], jnp.int32), i)
+            used += 1
+    return out
+
+
+@pytest.mark.parametrize("name", ["gpt", "rnn"])
+def test_device_loop_draws_the_same_tokens_as_the_per_token_loop(name):
+    model, params = init_params(name, scale=3.0)
+    for temperature, top_k in ((0.8, 0), (1.0, 5)):
+        kwargs = dict(temperature=temperature, top_k=top_k, rng=jax.random.key(7))
+        out = generate(model, {"params": params}, list(b"import "), 40, **kwargs)  # GPT: slides 3 times
+        assert out == sample_token_by_token(model, params, list(b"import "), 40, **kwargs)
+
+
+def test_end_token_stops_generation_after_it():
+    model, params = init_params("gpt", scale=3.0)
+    kwargs = dict(temperature=1.0, top_k=0, rng=jax.random.key(3))
+    free = generate(model, {"params": params}, list(b"x = "), 40, **kwargs)
+    end = free[5]  # a token the free run draws; the stopped run must end at its first draw
+    stopped = generate(model, {"params": params}, list(b"x = "), 40, end_id=end, **kwargs)
+    assert stopped == free[:free.index(end) + 1]
 
 
 def test_sample_returns_prompt_and_continuation_top1_is_greedy():

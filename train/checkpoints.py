@@ -20,6 +20,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from train import files
+
 
 class CorruptCheckpointError(RuntimeError):
     """A checkpoint whose arrays do not match the checksums saved with them."""
@@ -167,7 +169,7 @@ class Checkpointer:
                  best_mode: str = "max", async_save: bool = True, read_only: bool = False):
         """`read_only` (eval, sample): never writes, and leaves the half-written saves of a
         run that is training in the same workdir alone."""
-        self.directory = os.path.abspath(directory)
+        self.directory = files.absolute(directory)
         self.best_metric = best_metric or None
         self._warned_best = False
         policy = [policies.LatestN(keep)]
@@ -228,7 +230,7 @@ class Checkpointer:
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         step_dir = os.path.join(self.directory, str(step))
-        if os.path.isdir(os.path.join(step_dir, "host")):
+        if files.isdir(os.path.join(step_dir, "host")):
             items["host"] = _HostRestore()
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         host = (restored["host"] if "host" in items else None) or {}
@@ -240,11 +242,11 @@ class Checkpointer:
         src = os.path.join(self.directory, str(step))
         dst = os.path.join(os.path.dirname(self.directory), f"checkpoints-unreadable-{step}")
         n = 0
-        while os.path.exists(dst):
+        while files.exists(dst):
             n += 1
             dst = os.path.join(os.path.dirname(self.directory), f"checkpoints-unreadable-{step}.{n}")
         if jax.process_index() == 0:  # one shared filesystem: one process renames
-            os.rename(src, dst)
+            files.rename(src, dst)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
             multihost_utils.sync_global_devices(f"strata-set-aside-{step}")

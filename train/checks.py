@@ -8,6 +8,7 @@ import os
 import ml_collections
 
 from errors import ConfigError
+from train import files
 
 
 POSITIVE_KEYS = ("train.steps", "train.batch_size", "train.log_every", "train.grad_accum",
@@ -92,7 +93,8 @@ def check_buildable(config: ml_collections.ConfigDict) -> None:
     from train import sharding
     from train.evaluators import build_evaluators
     from train.tasks import build_task
-    build_model(**config.model)
+    model = build_model(**config.model)
+    _check_packing(config, model)
     task = build_task(**config.task)
     task.check_sampling(config.sample)
     if config.data.name.split(":")[0].split("/")[0] not in sources.EMBEDDED:
@@ -101,6 +103,17 @@ def check_buildable(config: ml_collections.ConfigDict) -> None:
     sharding.check_batch(config.train.batch_size, mesh)
     for evaluator in build_evaluators(config):
         sharding.check_batch(evaluator.batch_size, mesh, what=f"evals.{evaluator.name}.batch_size")
+
+
+def _check_packing(config: ml_collections.ConfigDict, model) -> None:
+    """Packed documents need a model that takes segment ids (GPT does; an RNN does not)."""
+    import inspect
+    if not config.data.pack_documents or config.data.targets_key:
+        return
+    if "segmentation" not in inspect.signature(type(model).__call__).parameters:
+        raise ConfigError(f"data.pack_documents=True needs a model that takes segment ids (e.g. "
+                          f"gpt); model {config.model.name!r} does not, so read windows "
+                          "(data.pack_documents=False).")
 
 
 REMOTE_SCHEMES = ("gs",)  # workdirs run.py may be given as URLs (gs://BUCKET/PATH)
@@ -118,8 +131,11 @@ def check_scheme(workdir: str) -> bool:
 
 
 def check_workdir(workdir: str) -> None:
-    """The workdir must be a directory we can write (created if missing), or a gs:// URL."""
+    """The workdir must be a directory we can write (created if missing), or a gs:// URL
+    whose bucket exists and answers (nothing is written there yet)."""
     if check_scheme(workdir):
+        from train import bucket
+        bucket.check_bucket(workdir)
         return
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise ConfigError(f"workdir {workdir!r} is a file, not a directory; choose another --workdir.")
@@ -132,8 +148,7 @@ def check_workdir(workdir: str) -> None:
 
 
 def has_checkpoints(workdir: str) -> bool:
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    return os.path.isdir(ckpt_dir) and any(d.isdigit() for d in os.listdir(ckpt_dir))
+    return any(d.isdigit() for d in files.listdir(os.path.join(workdir, "checkpoints")))
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -160,10 +175,9 @@ def check_resume_config(workdir: str, config: ml_collections.ConfigDict, allow_c
     """Resuming with a different config is refused unless explicitly allowed. A workdir
     without a checkpoint holds nothing to resume, so any config may start there."""
     path = os.path.join(workdir, "config.json")
-    if allow_change or not os.path.exists(path) or not has_checkpoints(workdir):
+    if allow_change or not files.exists(path) or not has_checkpoints(workdir):
         return
-    with open(path) as f:
-        saved = json.load(f)
+    saved = json.loads(files.read_text(path))
     new = json.loads(config.to_json_best_effort())
     diff = config_differences(saved, new)
     if diff:

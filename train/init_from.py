@@ -17,6 +17,7 @@ import numpy as np
 from flax import traverse_util
 
 from errors import CheckpointError
+from models.layers import STACK, stack_layers, unstack_layers
 
 
 def resolve_state_dir(path: str) -> str:
@@ -86,8 +87,22 @@ def check_match(report: dict[str, list[str]], strict: bool) -> None:
                             "set --config.checkpoint.init_strict=False to load what matches.")
 
 
+def in_layout_of(target: Any, loaded: dict) -> dict:
+    """`loaded` with its layer parameters stacked or unstacked to match `target`'s layout
+    (`model.scan_layers` keeps one "blocks" subtree; otherwise "block_0", "block_1", ...),
+    so a run can start from a checkpoint or Hugging Face folder of the other layout."""
+    flat_target = traverse_util.flatten_dict(target, sep="/")
+    flat_loaded = traverse_util.flatten_dict(loaded, sep="/")
+    scanned = lambda flat: any(k.startswith(STACK) for k in flat)  # noqa: E731
+    if scanned(flat_target) == scanned(flat_loaded):
+        return loaded
+    convert = stack_layers if scanned(flat_target) else unstack_layers
+    return traverse_util.unflatten_dict(convert(flat_loaded), sep="/")
+
+
 def merge_params(fresh: Any, loaded: dict, strict: bool) -> tuple[Any, dict[str, list[str]]]:
     """`fresh` with every same-path, same-shape leaf of `loaded` copied in; and the report."""
+    loaded = in_layout_of(fresh, loaded)
     report = match_report(fresh, loaded)
     check_match(report, strict)
     flat_fresh = traverse_util.flatten_dict(jax.device_get(fresh), sep="/")

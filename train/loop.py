@@ -23,7 +23,7 @@ import numpy as np
 from data import pipeline, sources, subset
 from errors import EXIT_PREEMPTED, ConfigError, TrainingError
 from models import build_model
-from train import checkpoints, manifest, paths, sharding, step as step_lib, trackers, writers
+from train import checkpoints, files, manifest, paths, sharding, step as step_lib, trackers, writers
 from train.evaluators import EvalContext, build_evaluators
 from train.sharding import to_global
 from train.optimizers import build_optimizer
@@ -81,7 +81,7 @@ class Experiment:
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = False):
         self.config = config
-        self.workdir = os.path.abspath(workdir)
+        self.workdir = files.absolute(workdir)
         c = config
         self.mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor)
         sharding.check_batch(c.train.batch_size, self.mesh)
@@ -190,24 +190,24 @@ def _first_nonfinite(history: list[dict], step: int) -> int | None:
 class WorkdirLock:
     """One run per workdir: a second `train` on the same workdir stops with one line.
 
-    An advisory `flock`, released by the OS when the process dies (SIGKILL included), so a
-    crashed run never leaves a stale lock. Process 0 holds it for multi-process runs.
+    Locally an advisory `flock`, released by the OS when the process dies (SIGKILL
+    included), so a crashed run never leaves a stale lock; in a bucket a lock object
+    (train/bucket.py). Process 0 holds it for multi-process runs.
     """
+    BUSY = "another run (pid {pid}) is training in {folder}; wait for it or use another --workdir."
 
     def __init__(self, workdir: str):
         self.path = os.path.join(workdir, ".lock")
-        self._fd = None
+        self._release = None
 
     def __enter__(self):
         if jax.process_index() == 0:
-            self._fd = paths.exclusive_lock(
-                self.path, "another run (pid {pid}) is training in {folder}; "
-                "wait for it or use another --workdir.")
+            self._release = paths.hold_lock(self.path, self.BUSY)
         return self
 
     def __exit__(self, *exc):
-        if self._fd is not None:
-            os.close(self._fd)  # closing releases the flock
+        if self._release is not None:
+            self._release()
 
 
 def restore_or_start(exp: Experiment, data_iter, say) -> tuple[Any, int, list[dict], Any]:
@@ -244,7 +244,7 @@ def restore_or_start(exp: Experiment, data_iter, say) -> tuple[Any, int, list[di
     strict = exp.config.checkpoint.init_strict
     if init_from:  # checked against the shapes before any compute is spent
         from train import init_from as init_lib
-        loaded = init_lib.load_params(init_from)
+        loaded = init_lib.in_layout_of(exp.abstract_state.params, init_lib.load_params(init_from))
         init_lib.check_match(init_lib.match_report(exp.abstract_state.params, loaded), strict)
     state = exp.fresh_state()
     if init_from:
@@ -282,7 +282,7 @@ def _preemption_requested(flag: _SignalFlag, step: int, sync: bool = True) -> bo
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Trains (or resumes) the run described by `config` in `workdir`; returns the last
     metrics written. Raises `Preempted` after a signal, once the checkpoint is safe."""
-    os.makedirs(workdir, exist_ok=True)
+    files.makedirs(workdir)
     # Signals are caught from here on (before the lock names this process): one that lands
     # during start-up stops the run before its first step, with the same exit code.
     with _SignalFlag() as flag, WorkdirLock(workdir):
@@ -335,9 +335,6 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, flag: _Signal
     train_step = step_lib.jit_train_step(
         exp.model, exp.task, exp.tx, exp.state_shardings, exp.batch_sharding,
         ema_decay=c.train.ema_decay, grad_accum=c.train.grad_accum)
-    # Compile the checkpoint checksum now, with start-up, rather than stalling the training
-    # window of the first save.
-    checkpoints.digest_and_finite(state)  # compiles both the checksums and the finite check
     last: dict[str, float] = {}
     pending: list[dict] = []  # device metrics since the last log; fetched only when logging
     timer, steps_since, step = writers.Timer(), 0, start
@@ -347,6 +344,11 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, flag: _Signal
             profiler.before(step + 1)
             state, metrics = train_step(state, batch)
             step += 1
+            if step == start + 1:
+                # Compile the checkpoint checksums and finite check in the first window, which
+                # holds the train step's compilation anyway: not before the first step, and
+                # not as a stall in the window of the first save.
+                checkpoints.digest_and_finite(state)
             profiler.after(step, state)
             pending.append(metrics)
             steps_since += 1

@@ -8,17 +8,15 @@ import os
 from typing import Any, Callable
 
 from errors import ConfigError
+from train import files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def write_json(path: str, obj: Any) -> None:
-    """Atomic write (sorted keys, indented): a crash never leaves half a file."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
+    """Atomic write (sorted keys, indented): a crash never leaves half a file. `path` may
+    be a gs:// URL (train/files.py)."""
+    files.write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def exclusive_lock(path: str, busy: str, *, wait: bool = False,
@@ -42,3 +40,13 @@ def exclusive_lock(path: str, busy: str, *, wait: bool = False,
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     return fd
+
+
+def hold_lock(path: str, busy: str) -> Callable[[], None]:
+    """`exclusive_lock` (no waiting) for a local path, a lock object (train/bucket.py) for a
+    gs:// URL; returns the function that releases it."""
+    if files.is_remote(path):
+        from train import bucket
+        return bucket.BucketLock(path).acquire(busy).release
+    fd = exclusive_lock(path, busy)
+    return lambda: os.close(fd)  # closing releases the flock

@@ -5,11 +5,14 @@ Every process traces its own devices; `run.py inspect DIR` lists the traces."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from typing import Any, Sequence
 
 import jax
 
 from errors import ConfigError
+from train import files
 
 PROFILE_DIR = "profile"
 
@@ -33,11 +36,16 @@ class StepProfiler:
         self.start, self.stop = check_profile_steps(steps, total_steps)
         self.directory = os.path.join(workdir, PROFILE_DIR)
         self.active = False
+        self._local = None  # a bucket workdir's trace is written here, then uploaded
 
     def before(self, step: int) -> None:
         """Called before step `step` (1-based) runs."""
         if self.start and step == self.start and not self.active:
-            jax.profiler.start_trace(self.directory)
+            # JAX would write gs:// through its own GCS client (its own credentials and
+            # endpoint); a local trace uploaded through train/files.py uses ours.
+            if files.is_remote(self.directory):
+                self._local = tempfile.mkdtemp(prefix="strata-profile-")
+            jax.profiler.start_trace(self._local or self.directory)
             self.active = True
 
     def after(self, step: int, state: Any) -> None:
@@ -50,14 +58,18 @@ class StepProfiler:
         if self.active:
             jax.profiler.stop_trace()
             self.active = False
+            if self._local is not None:
+                for path, _ in files.walk_sizes(self._local):
+                    with open(path, "rb") as f:
+                        files.write_bytes(os.path.join(self.directory, os.path.relpath(path, self._local)),
+                                          f.read())
+                shutil.rmtree(self._local)
+                self._local = None
 
 
 def list_traces(workdir: str) -> list[tuple[str, int]]:
     """(path relative to the workdir, size in bytes) of every trace file under DIR/profile."""
     root = os.path.join(workdir, PROFILE_DIR)
-    out = []
-    for folder, _, files in os.walk(root):
-        for name in sorted(files):
-            path = os.path.join(folder, name)
-            out.append((os.path.relpath(path, workdir), os.path.getsize(path)))
-    return sorted(out)
+    rel = (lambda p: p[len(workdir):].lstrip("/")) if files.is_remote(workdir) else (
+        lambda p: os.path.relpath(p, workdir))
+    return sorted((rel(path), size) for path, size in files.walk_sizes(root))

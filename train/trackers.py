@@ -16,6 +16,7 @@ import secrets
 from typing import Any, Sequence
 
 from errors import ConfigError, unknown_name_message
+from train import files
 
 # name -> what it needs installed (None: always available)
 TRACKERS: dict[str, str | None] = {"tensorboard": None, "wandb": "wandb"}
@@ -46,8 +47,7 @@ def _importable(package: str) -> bool:
 
 def _read_json(path: str) -> dict:
     try:
-        with open(path) as f:
-            return json.load(f)
+        return json.loads(files.read_text(path))
     except (OSError, ValueError):
         return {}
 
@@ -58,18 +58,18 @@ class WandbTracker:
     def __init__(self, workdir: str):
         import wandb
         id_path = os.path.join(workdir, ID_FILE)
-        if os.path.exists(id_path):
-            with open(id_path) as f:
-                run_id = f.read().strip()
+        if files.exists(id_path):
+            run_id = files.read_text(id_path).strip()
         else:
             run_id = secrets.token_hex(4)  # 8 lowercase hex characters: a valid W&B id
-            with open(id_path, "w") as f:
-                f.write(run_id + "\n")
+            files.write_text(id_path, run_id + "\n")
         config = _read_json(os.path.join(workdir, "config.json"))
         config["manifest"] = _read_json(os.path.join(workdir, "manifest.json"))
-        self.run = wandb.init(id=run_id, resume="allow", dir=workdir, config=config,
+        # W&B keeps its files in a local folder: the workdir, or its default one for a bucket.
+        self.run = wandb.init(id=run_id, resume="allow", dir=None if files.is_remote(workdir) else workdir,
+                              config=config,
                               project=os.environ.get("WANDB_PROJECT", "strata"),
-                              name=os.path.basename(os.path.abspath(workdir)))
+                              name=os.path.basename(files.absolute(workdir).rstrip("/")))
 
     def log(self, step: int, scalars: dict[str, Any]) -> None:
         self.run.log({k: float(v) for k, v in scalars.items()}, step=int(step))

@@ -17,6 +17,8 @@ from typing import Any, Sequence
 
 import jax
 
+from train import files
+
 
 def _clean(value: Any) -> Any:
     value = float(value)
@@ -25,10 +27,9 @@ def _clean(value: Any) -> Any:
 
 def truncate_metrics(path: str, last_step: int) -> None:
     """Drops lines with step > last_step (written after the checkpoint we resume from)."""
-    if not os.path.exists(path):
+    if not files.exists(path):
         return
-    with open(path) as f:
-        lines = [l for l in f if l.strip()]
+    lines = [l for l in files.read_text(path).splitlines(keepends=True) if l.strip()]
     keep = []
     for line in lines:
         try:
@@ -36,10 +37,7 @@ def truncate_metrics(path: str, last_step: int) -> None:
                 keep.append(line if line.endswith("\n") else line + "\n")
         except (ValueError, KeyError):
             continue  # a line cut short by a crash
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.writelines(keep)
-    os.replace(tmp, path)
+    files.write_text(path, "".join(keep))
 
 
 def _import_summary_writer():
@@ -59,13 +57,12 @@ def _import_summary_writer():
 def read_metrics(path: str) -> list[dict]:
     """All complete lines of a metrics.jsonl file."""
     out = []
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    continue
+    if files.exists(path):
+        for line in files.read_text(path).splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
     return out
 
 
@@ -82,14 +79,16 @@ class MetricWriter:
         if not self.enabled:
             return
         truncate_metrics(self.path, start_step)
-        self._file = open(self.path, "a")
-        self._perf = open(os.path.join(workdir, "perf.jsonl"), "a")
+        self._file = files.LineLog(self.path)
+        self._perf = files.LineLog(os.path.join(workdir, "perf.jsonl"))
         from train import trackers as trackers_lib
         self._trackers = trackers_lib.build(trackers, workdir)
         if "tensorboard" in trackers:
             try:
                 SummaryWriter = _import_summary_writer()
                 # On resume, TensorBoard hides the events written after the restored step.
+                # A gs:// logdir is written by tensorboardX's own GCS writer (google-cloud-storage),
+                # which uploads the whole event file on each flush (every 30 s) and on close.
                 self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30,
                                          purge_step=start_step + 1 if start_step else None)
             except ImportError:  # TensorBoard files are a convenience, not a requirement

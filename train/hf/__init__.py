@@ -22,6 +22,7 @@ import numpy as np
 from flax import traverse_util
 
 from errors import CheckpointError, lookup
+from models.layers import unstack_layers
 
 # Hugging Face `model_type` -> converter module (reading a folder).
 CONVERTERS: dict[str, str] = {
@@ -104,7 +105,7 @@ def write_folder(out: str, params: Any, model_name: str, fields: dict[str, Any])
     from safetensors.numpy import save_file
     module = importlib.import_module(lookup(EXPORTERS, "exportable model", model_name))
     flat = traverse_util.flatten_dict(params, sep="/")
-    flat = {k: np.asarray(v, np.float32) for k, v in flat.items()}
+    flat = unstack_layers({k: np.asarray(v, np.float32) for k, v in flat.items()})  # scan_layers runs
     tensors, hf_config = module.from_strata(flat, fields)
     os.makedirs(out, exist_ok=True)
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from errors import ConfigError
+from train import files
 from train.tasks import diffusion_math as dm
 from train.tasks.base import (ApplyFn, Batch, EvalSums, Metrics, SampleOutput, Task, TaskContext,
                               masked_mean_parts)
@@ -239,5 +240,6 @@ def write_grid(images: np.ndarray, path: str, scale: int = 4, gap: int = 2) -> N
         for c in range(cols):
             y0, x0 = gap + r * (h + gap), gap + c * (w + gap)
             canvas[y0:y0 + h, x0:x0 + w] = pixels[r, c]
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray(canvas[..., 0] if C == 1 else canvas).save(path)
+    files.makedirs(os.path.dirname(files.absolute(path)))
+    with files.open_write(path, text=False) as f:  # `path` may be a gs:// URL
+        Image.fromarray(canvas[..., 0] if C == 1 else canvas).save(f, format="PNG")
