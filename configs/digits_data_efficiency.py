@@ -19,6 +19,7 @@ One sweep trains three models: each trial's `config` key is this file's argument
 and digits_rnn.py (copied: a config imports only configs/common) with fewer steps, so the
 36 runs of two seeds fit a shared 2-core machine: steps are per run whatever N is (a small
 N sees more epochs; batch min(N, 128)), evaluation on the whole test split at the end.
+`:runlocal` is a 20-step smoke run.
 """
 from configs.common import base_config, parse_arg, product, zip_axes
 
@@ -52,7 +53,7 @@ def _model(c, family: str) -> None:
 
 
 def get_config(arg: str | None = None):
-    args = parse_arg(arg, family="cnn", stage="", pretrained="")  # pretrained: get_sweep's
+    args = parse_arg(arg, family="cnn", stage="", pretrained="", runlocal=False)  # pretrained: get_sweep's
     c = base_config()
     c.task.name = "classification"
     c.task.num_classes = 10
@@ -78,6 +79,8 @@ def get_config(arg: str | None = None):
         c.train.steps = FINETUNE_STEPS
     elif args.stage:
         raise ValueError(f"stage must be pretrain or finetune, got {args.stage!r}.")
+    if args.runlocal:  # a smoke run
+        c.train.steps = 20
     return c
 
 
