@@ -9,6 +9,11 @@ input (label, prediction, probability), |gradient|, |SmoothGrad| and the signed 
 (red raises the predicted logit, blue lowers it), channels summed. Prints the IG
 completeness gap, |sum IG - (f(x) - f(baseline))|, as a check of the numbers (a ReLU
 network is not smooth: more `ig_steps` shrink it).
+
+`--config.explain.method=rollout` (the ViT): attention rollout (Abnar & Zuidema 2020)
+instead, per row the input and how much the output draws on each patch, into
+DIR/explain/rollout.png. On a byte language model (`method=tokens`, its default):
+per-token attributions of `explain.prompt` (commands/explain_text.py).
 """
 from __future__ import annotations
 
@@ -20,6 +25,57 @@ import numpy as np
 from commands.figures import Cell, displayable, image_grid, to_host, to_unit
 
 BASELINES = ("low", "zeros")
+METHODS = ("saliency", "rollout", "tokens")  # explain.method; "" = tokens for a language
+                                             # model, else saliency
+
+
+def _rollout(state, batch, *, model, task):
+    """Jitted: attention rollout of one batch (models that sow `attention`, e.g. the ViT),
+    per input token: the mean of the last layer's rows (pool "gap") or the class token's
+    row (a class token first: one token more than the patches)."""
+    import jax
+    import jax.numpy as jnp
+    from train.limits import attributions as attr
+    x = batch[task.input_key]
+    variables = {"params": state.eval_params(), **state.model_state}
+    logits, inter = model.apply(variables, x, train=False, mutable=["intermediates"])
+    attentions = attr.sown_attention(inter.get("intermediates", {}))
+    if not attentions:
+        from errors import ConfigError
+        raise ConfigError(f"explain.method=rollout needs a model that sows its attention "
+                          f"(the ViT); {type(model).__name__} does not.")
+    rollout = attr.attention_rollout(attentions)  # (B, N, N)
+    tokens = rollout[:, 0, 1:] if getattr(model, "pool", "gap") == "cls" else jnp.mean(rollout, axis=1)
+    return {"x": x, "probs": jax.nn.softmax(logits.astype(jnp.float32)),
+            "targets": jnp.argmax(logits, -1), "rollout": tokens, "row_sums": rollout.sum(-1)}
+
+
+def rollout_image(tokens: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(N,) per-patch relevance -> an (H, W) map: the patches in raster order, each
+    patch's value over its pixels."""
+    n = tokens.shape[0]
+    h, w = shape
+    side = int(round((n * h / w) ** 0.5))  # patch rows, for H/side x W/(n/side) patches
+    grid = tokens.reshape(side, n // side)
+    return np.kron(grid, np.ones((h // grid.shape[0], w // grid.shape[1])))
+
+
+def input_cell(out: dict[str, np.ndarray], labels: np.ndarray, i: int,
+               bounds: tuple[float, float]) -> Cell:
+    """Example i with its label, prediction and probability (red when wrong)."""
+    low, high = bounds
+    x, pred = displayable(out["x"][i]), int(out["targets"][i])
+    return Cell(x if x.ndim == 2 else to_unit(x, low, high),
+                f"label {labels[i]}, pred {pred} ({out['probs'][i, pred]:.2f})",
+                vmin=low, vmax=high, color="black" if pred == int(labels[i]) else "red")
+
+
+def write_rollout_grid(out: dict[str, np.ndarray], labels: np.ndarray, path: str,
+                       bounds: tuple[float, float]) -> None:
+    shape = displayable(out["x"][0]).shape[:2]
+    image_grid([[input_cell(out, labels, i, bounds),
+                 Cell(rollout_image(out["rollout"][i], shape), "attention rollout", cmap="magma", vmin=0)]
+                for i in range(len(labels))], path)
 
 
 def _explain(state, batch, rng, *, model, task, settings):
@@ -52,18 +108,12 @@ def _map(a: np.ndarray) -> np.ndarray:
 
 def write_grid(out: dict[str, np.ndarray], labels: np.ndarray, path: str,
                bounds: tuple[float, float]) -> None:
-    low, high = bounds
     rows = []
     for i in range(len(labels)):
-        x = displayable(out["x"][i])
-        pred = int(out["targets"][i])
-        ok = pred == int(labels[i])
         grad, smooth, ig = (_map(out[k][i]) for k in ("gradients", "smoothgrad", "ig"))
         ig_scale = max(float(np.abs(ig).max()), 1e-12)
         rows.append([
-            Cell(x if x.ndim == 2 else to_unit(x, low, high),
-                 f"label {labels[i]}, pred {pred} ({out['probs'][i, pred]:.2f})",
-                 vmin=low, vmax=high, color="black" if ok else "red"),
+            input_cell(out, labels, i, bounds),
             Cell(np.abs(grad), "|gradient|", cmap="magma", vmin=0),
             Cell(np.abs(smooth), "|SmoothGrad|", cmap="magma", vmin=0),
             Cell(ig, "Integrated Gradients", cmap="RdBu_r", vmin=-ig_scale, vmax=ig_scale),
@@ -90,8 +140,19 @@ def cmd_explain(args: list[str], flags) -> int:
         if s.num_examples < 1 or s.smoothgrad_samples < 1 or s.ig_steps < 1 or s.smoothgrad_sigma < 0:
             raise ConfigError("config.explain.num_examples, smoothgrad_samples and ig_steps must be "
                               ">= 1 and smoothgrad_sigma >= 0.")
+        language_model = getattr(exp.task, "vocab_size", 0) == 256 and not hasattr(exp.task, "logits_fn")
+        method = s.method or ("tokens" if language_model else "saliency")
+        if method not in METHODS:
+            raise ConfigError(unknown_name_message("explain.method", method, list(METHODS)))
+        if method == "tokens":
+            if not language_model:
+                raise ConfigError(f"explain.method=tokens needs a byte language model (task.vocab_size=256), "
+                                  f"got {type(exp.task).__name__}.")
+            from commands.explain_text import explain_tokens
+            return explain_tokens(exp, state, step, workdir, s)
         if not hasattr(exp.task, "logits_fn"):
-            raise ConfigError(f"run.py explain needs a classification task, got {type(exp.task).__name__}.")
+            raise ConfigError(f"explain.method={method} needs a classification task, got "
+                              f"{type(exp.task).__name__}.")
         dp = sharding.data_parallel_size(exp.mesh)
         batch_size = -(-s.num_examples // dp) * dp  # the examples, rounded up to the devices
         source = First(exp.source(exp.config.data.eval_split, exp.config.data.eval_preprocess),
@@ -101,16 +162,27 @@ def cmd_explain(args: list[str], flags) -> int:
                                            process_index=jax.process_index(),
                                            process_count=jax.process_count()))
         batch = to_global(local, exp.mesh)
-        fn = jax.jit(partial(_explain, model=exp.model, task=exp.task, settings=s))
-        out = {k: to_host(v)[:len(source)] for k, v in fn(state, batch, jax.random.PRNGKey(s.seed)).items()}
+        if method == "rollout":
+            out = jax.jit(partial(_rollout, model=exp.model, task=exp.task))(state, batch)
+        else:
+            fn = jax.jit(partial(_explain, model=exp.model, task=exp.task, settings=s))
+            out = fn(state, batch, jax.random.PRNGKey(s.seed))
+        out = {k: to_host(v)[:len(source)] for k, v in out.items()}
         labels = to_host(batch[exp.task.label_key])[:len(source)]
     finally:
         exp.checkpointer.close()
     if jax.process_index() != 0:
         return 0
+    accuracy = float(np.mean(out["targets"] == labels))
+    if method == "rollout":
+        path = os.path.join(workdir, "explain", "rollout.png")
+        write_rollout_grid(out, labels, path, exp.task.input_range)
+        print(f"strata: attention rollout of {len(labels)} examples of {exp.config.data.eval_split} "
+              f"(checkpoint {step}, accuracy {accuracy:.2f}); rows sum to 1 within "
+              f"{np.abs(out['row_sums'] - 1).max():.2g}; wrote {path}")
+        return 0
     path = os.path.join(workdir, "explain", "attributions.png")
     write_grid(out, labels, path, exp.task.input_range)
-    accuracy = float(np.mean(out["targets"] == labels))
     print(f"strata: explained {len(labels)} examples of {exp.config.data.eval_split} (checkpoint {step}, "
           f"accuracy {accuracy:.2f}); IG completeness: |sum IG - (f(x) - f(baseline))| <= "
           f"{np.abs(out['ig_gap']).max():.3g} logits, <= "

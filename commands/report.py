@@ -3,16 +3,18 @@
 DIR is a sweep (DIR/sweep.json lists its trials), a single run (DIR/metrics.jsonl), or a
 folder of runs (its subfolders holding a metrics.jsonl). Writes DIR/report.md,
 DIR/report.csv and DIR/plots/<metric>.png (one per metric, the runs overlaid). Trials that
-differ only in seed are one row: mean ± standard deviation (n-1) over the seeds.
+differ only in seed are one row: mean ± standard deviation (n-1) over the seeds. A numeric
+swept key with 3+ values also gets curves, each final eval metric against it
+(DIR/plots/by_<key>_<metric>.png and a table in report.md; commands/curves.py).
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
 import json
-import math
 import os
 
+from commands.curves import mean_std, write_curves
 from commands.figures import save_png
 from commands.trials import name_value, short_keys
 from errors import ConfigError
@@ -121,13 +123,6 @@ def summarize(run: Run) -> dict[str, float | None]:
     return out
 
 
-def _mean_std(values: list[float]) -> tuple[float, float | None]:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
 def _fmt(x, digits: int = 4) -> str:
     if x is None:
         return "-"
@@ -168,7 +163,7 @@ def table(runs: list[Run], axes: list[str]) -> tuple[list[str], list[list[str]],
             if not values:
                 row.append("-")
                 continue
-            mean, std = _mean_std(values)
+            mean, std = mean_std(values)
             digits = 0 if col == "time (s)" else 4
             spread = f" ± {_fmt(std, 2 if digits else 0)}" if std is not None else ""
             row.append(_fmt(mean, digits) + spread)
@@ -240,21 +235,24 @@ def write_report(path: str) -> str:
     header, md_rows, csv_rows = table(runs, axes)
     text = markdown(header, md_rows)
     plots = plot(runs, os.path.join(path, "plots"))
+    curves, sections = write_curves(runs, axes, {r.name: summarize(r) for r in runs},
+                                    os.path.join(path, "plots"))
     intro = [f"# {os.path.basename(files.absolute(path).rstrip('/'))}", ""]
     if about:
         fixed = ", ".join(f"{k}={name_value(v)}" for k, v in about["fixed"].items()) or "none"
         intro += [f"config `{about['config']}`, {len(runs)} runs, seeds per trial: {about['seeds']}, "
                   f"fixed overrides: {fixed}", ""]
-    images = [f"![{os.path.basename(p)}](plots/{os.path.basename(p)})" for p in plots]
+    images = [f"![{os.path.basename(p)}](plots/{os.path.basename(p)})" for p in curves + plots]
     with files.open_write(os.path.join(path, "report.md")) as f:
-        f.write("\n".join(intro + [text, ""] + images) + "\n")
+        f.write("\n".join(intro + [text, ""] + sections + images) + "\n")
     with files.open_write(os.path.join(path, "report.csv"), newline="") as f:
         fields = list(dict.fromkeys(k for r in csv_rows for k in r))
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(csv_rows)
     return (text + f"\n\nstrata: report: {os.path.join(path, 'report.md')}, "
-            f"{os.path.join(path, 'report.csv')}, {len(plots)} plots in {os.path.join(path, 'plots')}")
+            f"{os.path.join(path, 'report.csv')}, {len(plots) + len(curves)} plots in "
+            f"{os.path.join(path, 'plots')}")
 
 
 def cmd_report(args: list[str], flags) -> int:

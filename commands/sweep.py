@@ -9,9 +9,10 @@
 The trials come from the config file's `get_sweep(arg)`: a list of override dicts (built
 with `product`, `zip_axes`, `random_search` from configs/common.py). A trial runs in
 DIR/<name>, named by the overrides that vary across the sweep plus its seed, e.g.
-`learning_rate=0.1,depth=20,seed=0`. A trial whose workdir holds its final checkpoint is
-skipped; any other is (re)started with its train command, which resumes from its own last
-checkpoint. A failed trial is reported and the others go on. DIR/sweep.json lists the
+`learning_rate=0.1,depth=20,seed=0`. A trial's `config` key (no config key) is the
+config file's argument for that trial: one sweep can train different models. A trial
+whose workdir holds its final checkpoint is skipped; any other is (re)started with its
+train command, which resumes from its own last checkpoint. A failed trial is reported and the others go on. DIR/sweep.json lists the
 trials for `report`.
 """
 from __future__ import annotations
@@ -32,8 +33,8 @@ from typing import IO
 
 import ml_collections
 
-from commands.trials import (RUN_PY, Trial, expand, load_sweep, printable, train_args,
-                             trial_config, varying_keys)
+from commands.trials import (RUN_PY, Trial, expand, load_config, load_sweep, printable,
+                             train_args, trial_config, trial_file, varying_keys)
 from errors import EXIT_BUG, EXIT_PREEMPTED, ConfigError
 from train import checks, files, paths
 
@@ -198,8 +199,11 @@ def cmd_sweep(args: list[str], flags) -> int:
     jobs = []
     for t in expand(declared, flags.config.seed, flags.seeds):
         workdir = (flags.cloud_workdir.rstrip("/") + "/" + t.name) if cloud else os.path.join(flags.workdir, t.name)
-        args = train_args(config_file, workdir, {**common, **t.overrides, "seed": t.seed})
-        jobs.append((t, workdir, args, trial_config(flags.config, t.overrides, t.seed)))
+        file, overrides = trial_file(config_file, t.overrides)
+        args = train_args(file, workdir, {**common, **overrides, "seed": t.seed})
+        config = (trial_config(flags.config, overrides, t.seed) if file == config_file else
+                  trial_config(load_config(file), {**common, **overrides}, t.seed))
+        jobs.append((t, workdir, args, config))
     checks.check_workdir(flags.workdir)
     axes = varying_keys(declared)
     paths.write_json(os.path.join(flags.workdir, "sweep.json"), {

@@ -30,12 +30,39 @@ class Trial:
     seed: int
 
 
-def load_sweep(config_file: str) -> list[dict]:
-    """The override dicts of `get_sweep(arg)` in `config_file` ("path.py[:arg]")."""
-    path, colon, arg = config_file.partition(":")
+CONFIG_ARG = "config"  # a trial key that is no config key: the config file's argument for that
+                      # trial, e.g. {"config": "family=vit"} (trials of different models)
+
+
+def _module(path: str):
     spec = importlib.util.spec_from_file_location("_strata_sweep_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def load_config(config_file: str) -> ml_collections.ConfigDict:
+    """`get_config(arg)` of `config_file` ("path.py[:arg]"), as `run.py train` loads it."""
+    path, colon, arg = config_file.partition(":")
+    module = _module(path)
+    try:
+        return module.get_config(arg) if colon else module.get_config()
+    except ValueError as e:  # parse_arg: an unknown argument
+        raise ConfigError(f"{config_file}: {e}") from None
+
+
+def trial_file(config_file: str, overrides: dict) -> tuple[str, dict]:
+    """(the config file with the trial's own argument, if it has one; its config overrides)."""
+    if CONFIG_ARG not in overrides:
+        return config_file, overrides
+    rest = {k: v for k, v in overrides.items() if k != CONFIG_ARG}
+    return f"{config_file.partition(':')[0]}:{overrides[CONFIG_ARG]}", rest
+
+
+def load_sweep(config_file: str) -> list[dict]:
+    """The override dicts of `get_sweep(arg)` in `config_file` ("path.py[:arg]")."""
+    path, colon, arg = config_file.partition(":")
+    module = _module(path)
     if not hasattr(module, "get_sweep"):
         raise ConfigError(
             f"{path} has no get_sweep(arg); add one that returns the trials as a list of "
@@ -50,6 +77,9 @@ def load_sweep(config_file: str) -> list[dict]:
         if key in seen:
             raise ConfigError(f"get_sweep in {path}: trials {seen[key]} and {i} are the same: {t}.")
         seen[key] = i
+        if not isinstance(t.get(CONFIG_ARG, ""), str):
+            raise ConfigError(f"get_sweep in {path}: trial {i}'s {CONFIG_ARG!r} (the config "
+                              f"file's argument) must be a string, got {t[CONFIG_ARG]!r}.")
     return [dict(t) for t in trials]
 
 

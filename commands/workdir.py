@@ -32,7 +32,7 @@ def saved_config(workdir: str, overrides: dict | None = None,
     """The resolved config that `train` wrote into `workdir`, with the command line's
     `--config.KEY=VALUE` `overrides` of sampling and evaluation settings applied. Top-level
     sections of `defaults` that the saved config lacks (a run trained before they existed,
-    e.g. `attack`) are taken from it."""
+    e.g. `attack`), and their keys it lacks (`explain.method`), are taken from it."""
     if checks.check_scheme(workdir):
         from train import bucket
         bucket.check_bucket(workdir)
@@ -44,6 +44,9 @@ def saved_config(workdir: str, overrides: dict | None = None,
     for section in (defaults or {}):
         if section not in config:
             config[section] = ml_collections.ConfigDict(defaults[section].to_dict())
+        for key, value in defaults[section].items():  # keys added to a section since
+            if key not in config[section]:
+                config[section][key] = value
     for key, value in (overrides or {}).items():
         if not key.startswith(POST_TRAINING_SECTIONS):
             allowed = ", ".join(s + "*" if s.endswith(".") else s for s in POST_TRAINING_SECTIONS)

@@ -40,6 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.class_balanced = False  # with train_examples: N / num_classes from each class
     c.data.train_classes = ()      # keep only these labels, e.g. (0, 1, 2, 3, 4); () = all
     c.data.subset_seed = 0         # the permutation's seed: the same subset whatever `seed` is
+    c.data.eval_classes = ()       # evaluate (eval, attack, explain) only on these labels; () = all
     c.data.label_key = "label"     # the integer label feature, for the two above
     # Tokenised text (data/tokenizer.py, data/packing.py); bytes + no targets_key = the
     # byte windows above, unchanged.
@@ -135,6 +136,9 @@ def base_config() -> ml_collections.ConfigDict:
     # `run.py explain`: attribution maps of the first examples of data.eval_split
     # (train/limits/attributions.py), for the predicted class.
     c.explain = ml_collections.ConfigDict()
+    c.explain.method = ""          # saliency: gradients, SmoothGrad, IG | rollout: attention rollout (ViT) |
+                                   # tokens: language models; "" = tokens for a language model, else saliency
+    c.explain.prompt = "def __init__(self, name):\n    self.name = name\n"  # tokens: the text explained
     c.explain.num_examples = 8     # rows of DIR/explain/attributions.png
     c.explain.smoothgrad_samples = 32
     c.explain.smoothgrad_sigma = 0.15  # noise std as a fraction of task.input_range (paper: 0.1-0.2)

@@ -1,6 +1,6 @@
 """Training on part of a split, for data-efficiency and transfer studies: the first N
 examples of a fixed, seeded permutation of the split (optionally N / C per class, or only
-some classes). The choice depends on the split and `seed` alone, never on the run's seed,
+some classes; `data.eval_classes` filters the evaluation splits alike). The choice depends on the split and `seed` alone, never on the run's seed,
 the process count or the batch size, so runs that differ in those train on the same
 examples, and a larger N holds every example of a smaller one (without class balance).
 """
@@ -31,7 +31,7 @@ def _labels(source: Sequence[dict], label_key: str) -> np.ndarray:
     try:
         return np.asarray([int(np.asarray(source[i][label_key])) for i in range(len(source))])
     except KeyError:
-        raise ConfigError(f"data.label_key {label_key!r} is not a feature of the training split; "
+        raise ConfigError(f"data.label_key {label_key!r} is not a feature of the split; "
                           "class-balanced or class-filtered subsets need integer labels.") from None
 
 
@@ -89,3 +89,15 @@ def subset(source: Sequence[dict], data_config) -> Sequence[dict]:
     return Subset(source, choose(source, d.train_examples, seed=d.subset_seed,
                                  classes=tuple(d.train_classes), balanced=d.class_balanced,
                                  label_key=d.label_key))
+
+
+def eval_subset(source: Sequence[dict], data_config) -> Sequence[dict]:
+    """`source` itself, or its examples whose label is in `data.eval_classes`, in file order
+    (evaluating a transfer study on the new classes only)."""
+    d = data_config
+    if not d.eval_classes:
+        return source
+    indices = choose(source, classes=tuple(d.eval_classes), label_key=d.label_key)
+    if not len(indices):
+        raise DataError(f"data.eval_classes={list(d.eval_classes)}: the split has no example of them.")
+    return Subset(source, indices)

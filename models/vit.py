@@ -7,12 +7,16 @@
 The image is cut into non-overlapping patches by a strided convolution, a class token is
 prepended (`pool="cls"`) or the tokens are averaged at the end (`pool="gap"`), and a stack
 of pre-LayerNorm encoder blocks feeds a zero-initialised linear head.
+
+Applied with `mutable=["intermediates"]`, each block sows its attention weights, (B, H, N, N)
+under `intermediates/block_<i>/attention` (for attention rollout); the output is the same.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -86,6 +90,10 @@ class EncoderBlock(nn.Module):
                              **lora(name))(y)
                    for name in ("query", "key", "value"))  # (B, N, H, D) each
         y = attention(q, k, v)  # (B, N, H, D)
+        if self.is_mutable_collection("intermediates"):  # attention rollout reads these; computed
+            # only when asked for (mutable=["intermediates"]), so training is unchanged
+            logits = jnp.einsum("bqhd,bkhd->bhqk", q.astype(jnp.float32), k.astype(jnp.float32))
+            self.sow("intermediates", "attention", jax.nn.softmax(logits / np.sqrt(head_dim), -1))
         y = LoRADense(features=width, axis=(-2, -1), dtype=self.dtype, name="out",
                       kernel_init=nn.with_logical_partitioning(xavier, ("heads", "kv", "embed")),
                       bias_init=zeros(("embed",)), **lora("out"))(y)  # (B, N, E)

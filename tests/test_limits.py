@@ -132,3 +132,75 @@ def test_attack_and_explain_verbs_write_their_files(trained, tfds_dir):
 
     result = run_cli("attack", "--workdir", str(workdir), "--config.attack.norm=l3", env=env)
     assert result.returncode == 2 and "unknown attack norm 'l3'" in result.stderr
+
+
+# --- Bad inputs: one line, exit 2, nothing written ----------------------------------------
+
+def _files(path):
+    """Every file under `path` with its size and modification time."""
+    return {os.path.relpath(os.path.join(root, f), path): (os.stat(os.path.join(root, f)).st_size,
+                                                            os.stat(os.path.join(root, f)).st_mtime_ns)
+            for root, _, names in os.walk(path) for f in names}
+
+
+@pytest.fixture(scope="module")
+def lm_workdir(tmp_path_factory):
+    """A language model (text_gpt, tiny, 2 steps): no classifier to attack."""
+    tmp = tmp_path_factory.mktemp("lm")
+    text = tmp / "code.py"
+    text.write_bytes(open(os.__file__, "rb").read())
+    workdir = str(tmp / "run")
+    result = run_cli("train", "--config", "configs/text_gpt.py:runlocal=1", "--workdir", workdir,
+                     "--config.data.name=text_files", f"--config.data.files={text}",
+                     f"--config.data.data_dir={tmp / 'tfds'}", "--config.train.steps=2",
+                     "--config.train.eval_every=0", "--config.train.checkpoint_every=2",
+                     "--config.train.progress=False")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+@pytest.mark.parametrize("case", ["attack_lm", "explain_lm", "negative_budget", "unknown_norm",
+                                  "unknown_method", "rollout_without_attention",
+                                  "tokens_on_images"])
+def test_bad_inputs_are_one_line_and_write_nothing(case, trained, lm_workdir, tfds_dir):
+    workdir = lm_workdir if case.endswith("_lm") else str(trained[1])
+    args, expected = {
+        "attack_lm": (["attack"], "needs a classification task"),
+        "explain_lm": (["explain", "--config.explain.method=rollout"], "needs a classification task"),
+        "tokens_on_images": (["explain", "--config.explain.method=tokens"], "needs a byte language model"),
+        "negative_budget": (["attack", "--config.attack.budgets=(0.1,-0.05)"], "finite numbers >= 0"),
+        "unknown_norm": (["attack", "--config.attack.norm=l3"], "unknown attack norm 'l3'"),
+        "unknown_method": (["explain", "--config.explain.method=lime"], "unknown explain.method 'lime'"),
+        "rollout_without_attention": (["explain", "--config.explain.method=rollout"],
+                                      "needs a model that sows its attention"),
+    }[case]
+    before = _files(workdir)
+    result = run_cli(*args, "--workdir", workdir, env={"TFDS_DATA_DIR": tfds_dir})
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("strata: error:") and expected in lines[0], lines
+    assert _files(workdir) == before
+
+
+def test_explain_on_a_language_model_writes_the_token_view(lm_workdir):
+    result = run_cli("explain", "--workdir", lm_workdir, "--config.explain.prompt=def f(x):",
+                     "--config.explain.ig_steps=64")
+    assert result.returncode == 0, result.stderr[-3000:]
+    page = open(os.path.join(lm_workdir, "explain", "tokens.html")).read()
+    assert page.count("<span") == 2 * len("def f(x):") and "loss (bits)" in page
+    assert "\x1b[48;5;" in result.stdout and "| 7 | ) |" in result.stdout
+    gap = float(result.stdout.split("IG completeness gap ")[1].split()[0])
+    assert abs(gap) < 0.05  # IG sums to the logit change from zero embeddings
+
+
+def test_a_run_saved_before_a_key_existed_gets_its_default(tmp_path):
+    """attack/explain on a workdir whose config.json predates `explain.method`."""
+    from configs.digits_resnet import get_config
+    from commands.workdir import saved_config
+    c = get_config()
+    saved = c.to_dict()
+    del saved["explain"]["method"], saved["explain"]["prompt"]
+    (tmp_path / "config.json").write_text(json.dumps(saved, default=list))
+    loaded = saved_config(str(tmp_path), {"explain.method": "rollout"}, defaults={"explain": c.explain})
+    assert loaded.explain.method == "rollout" and loaded.explain.prompt == c.explain.prompt
+    assert loaded.explain.ig_steps == c.explain.ig_steps

@@ -60,3 +60,21 @@ def test_a_run_trains_on_the_subset(tfds_dir, tmp_path):
     labels = np.asarray([int(exp.train_source[i]["label"]) for i in range(len(exp.train_source))])
     assert len(exp.train_source) == 50 and np.array_equal(np.bincount(labels), np.full(10, 5))
     loop.train(c, str(tmp_path / "run"))  # and training on it works
+
+
+def test_eval_classes_filter_the_eval_splits_only(tfds_dir, tmp_path):
+    c = tiny_resnet_config(tfds_dir, steps=2)
+    c.data.eval_classes = (5, 6, 7, 8, 9)
+    exp = loop.Experiment(c, str(tmp_path))
+    exp.checkpointer.close()
+    full = exp._open(c.data.eval_split, c.data.eval_preprocess)
+    evaluated = exp.source(c.data.eval_split, c.data.eval_preprocess)
+    labels = lambda s: np.asarray([int(s[i]["label"]) for i in range(len(s))])  # noqa: E731
+    assert set(labels(evaluated)) == {5, 6, 7, 8, 9}
+    assert len(evaluated) == int(np.sum(labels(full) >= 5)) < len(full)
+    assert [evaluated[i]["image"].tobytes() for i in range(3)] == [  # file order kept
+        full[int(i)]["image"].tobytes() for i in np.flatnonzero(labels(full) >= 5)[:3]]
+    assert set(labels(exp.train_source)) == set(range(10))  # training is not filtered
+    c.data.eval_classes = (42,)
+    with pytest.raises(DataError, match="no example of them"):
+        subset.eval_subset(full, c.data)

@@ -268,3 +268,47 @@ def test_report_of_seeds_is_mean_and_std(tmp_path):
     assert float(rows[0]["time (s)"]) == pytest.approx(20.0)
     plots = ["eval_accuracy.png", "eval_loss.png", "train_loss.png"]
     assert sorted(os.listdir(tmp_path / "plots")) == plots
+
+
+def test_report_draws_curves_against_a_numeric_key(tmp_path):
+    """x = data.train_examples (4 values; the batch size zipped with it is no x and splits no line),
+    one line per family, mean and spread over 2 seeds."""
+    trials = []
+    for family, base in (("cnn", 0.5), ("vit", 0.3)):
+        for n, batch in ((50, 50), (100, 100), (200, 128), (800, 128)):
+            for seed in range(2):
+                name = f"n={n},family={family},seed={seed}"
+                acc = base + n / 2000 + 0.1 * seed
+                _fake_run(str(tmp_path / name), [acc / 2, acc], seed)
+                trials.append({"name": name, "group": f"n={n},family={family}", "seed": seed,
+                               "overrides": {"data.train_examples": n, "train.batch_size": batch,
+                                             "config": f"family={family}"}})
+    json.dump({"config": "x.py", "config_overrides": {}, "seeds": 2,
+               "axes": ["data.train_examples", "train.batch_size", "config"], "fixed": {},
+               "trials": trials}, open(tmp_path / "sweep.json", "w"))
+    report.write_report(str(tmp_path))
+    plots = os.listdir(tmp_path / "plots")
+    assert "by_train_examples_eval_accuracy.png" in plots and "by_train_examples_eval_loss.png" in plots
+    assert not any(p.startswith("by_batch_size") for p in plots)  # decided by N: no curve
+    text = open(tmp_path / "report.md").read()
+    assert "| train_examples | config=family=cnn | config=family=vit |" in text
+    assert "| 50 | 0.575 ± 0.071 (n=2) | 0.375 ± 0.071 (n=2) |" in text
+    assert "| 800 | 0.95 ± 0.071 (n=2) | 0.75 ± 0.071 (n=2) |" in text
+
+
+def test_a_trial_can_set_the_config_argument(tmp_path):
+    """configs/digits_data_efficiency.py: three model families in one sweep, each trial
+    checked against its own family's config before anything runs."""
+    result = run_cli("sweep", "--config", "configs/digits_data_efficiency.py", "--workdir",
+                     str(tmp_path / "sw"), "--print_commands")
+    assert result.returncode == 0, result.stderr
+    commands = result.stdout.splitlines()
+    assert len(commands) == 18
+    assert ("configs/digits_data_efficiency.py:family=vit --workdir "
+            f"{tmp_path}/sw/train_examples=50,batch_size=50,config=family=vit,seed=0 "
+            "--config.data.train_examples=50 --config.train.batch_size=50 --config.seed=0") in commands[1]
+    file, overrides = sweeps.trial_file("c.py:family=cnn", {"config": "family=rnn", "seed": 1})
+    assert (file, overrides) == ("c.py:family=rnn", {"seed": 1})
+    assert sweeps.load_config(file.replace("c.py", "configs/digits_data_efficiency.py")).model.name == "rnn"
+    with pytest.raises(ConfigError, match="unknown config arg 'famly'"):
+        sweeps.load_config("configs/digits_data_efficiency.py:famly=rnn")

@@ -92,7 +92,7 @@ class Experiment:
         self.trainable = trainable_mask(tuple(c.model.lora_train)) if lora_rank(self.model) else None
         self.tx = build_optimizer(c.optimizer, c.train.steps, self.trainable)
         self._sources: dict[str, Any] = {}
-        self.train_source = subset.subset(self.source(c.data.train_split, c.data.preprocess), c.data)
+        self.train_source = subset.subset(self._open(c.data.train_split, c.data.preprocess), c.data)
         self.example = example_batch(self.train_source, c.data.preprocess)
         self.train_in_memory = sources.fits_in_memory(self.data_info, c.data.train_split,
                                                       c.data.in_memory_max_mb)
@@ -111,12 +111,19 @@ class Experiment:
         self.eval_step = step_lib.jit_eval_step(self.model, self.task, self.state_shardings,
                                                 self.batch_sharding)
 
-    def source(self, split: str, preprocess: str):
-        """The random-access source of `split` of `config.data` for the ops `preprocess`
-        (which decide what stays encoded), opened once per run."""
+    def _open(self, split: str, preprocess: str):
         key = (split, preprocess)
         if key not in self._sources:
             self._sources[key], self.data_info = sources.open_split(self.config.data, split, preprocess)
+        return self._sources[key]
+
+    def source(self, split: str, preprocess: str):
+        """The random-access source of `split` of `config.data` for the ops `preprocess`
+        (which decide what stays encoded), opened once per run, for evaluation: only the
+        examples of `data.eval_classes` when it is set."""
+        key = ("eval", split, preprocess)
+        if key not in self._sources:
+            self._sources[key] = subset.eval_subset(self._open(split, preprocess), self.config.data)
         return self._sources[key]
 
     def train_iterator(self):
