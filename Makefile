@@ -43,7 +43,8 @@ test: $(TEST_STAMP)
 test-fast: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow and not heavy" tests
 
-# The full-size recipe networks (minutes of compilation each); CI runs it after `make test`.
+# The full-size recipe networks (minutes of compilation each) and the gs:// workdir runs
+# against the GCS emulator; CI runs it after `make test`.
 test-heavy: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist load -m heavy tests
 

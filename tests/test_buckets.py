@@ -14,6 +14,9 @@ import pytest
 from conftest import GCS_BUCKET
 from helpers import REPO, RUN_PY, run_cli
 
+# Whole runs into a bucket (minutes each on 2 cores): `make test-heavy`, CI's second step.
+pytestmark = pytest.mark.heavy
+
 TIMEOUT = 600
 CONFIG = "tests/sweep_config.py:steps=30"  # ResNet-8 on digits; checkpoints every 4 steps
 TRAIN = ["train", "--config", CONFIG, "--config.train.profile_steps=(2,3)"]  # a trace too
