@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from errors import ConfigError
+from models.conv import Conv
 
 SHORTCUTS = ("projection", "pad")
 
@@ -59,7 +60,7 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        conv = partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
+        conv = partial(Conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
         y = conv(features=self.features, kernel_size=(3, 3), strides=self.strides, padding=1)(x)
         y = nn.relu(_norm(train, self.dtype)(y))
         y = conv(features=self.features, kernel_size=(3, 3), padding=1)(y)
@@ -80,7 +81,7 @@ class BottleneckBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        conv = partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
+        conv = partial(Conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
         y = nn.relu(_norm(train, self.dtype)(conv(features=self.features, kernel_size=(1, 1))(x)))
         y = conv(features=self.features, kernel_size=(3, 3), strides=self.strides, padding=1)(y)
         y = nn.relu(_norm(train, self.dtype)(y))
@@ -139,12 +140,12 @@ class ResNet(nn.Module):
         x = x.astype(dtype)
         stem = self.stem or self.family
         if stem == "imagenet":
-            x = nn.Conv(features=width, kernel_size=(7, 7), strides=2, padding=3, use_bias=False, dtype=dtype,
+            x = Conv(features=width, kernel_size=(7, 7), strides=2, padding=3, use_bias=False, dtype=dtype,
                         kernel_init=conv_init, name="stem_conv")(x)
             x = nn.relu(_norm(train, dtype)(x))
             x = nn.max_pool(x, (3, 3), (2, 2), padding="SAME")
         else:
-            x = nn.Conv(features=width, kernel_size=(3, 3), padding=1, use_bias=False, dtype=dtype,
+            x = Conv(features=width, kernel_size=(3, 3), padding=1, use_bias=False, dtype=dtype,
                         kernel_init=conv_init, name="stem_conv")(x)
             x = nn.relu(_norm(train, dtype)(x))
         if bottleneck and self.shortcut != "projection":

@@ -27,6 +27,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from errors import ConfigError
+from models.conv import Conv
 
 CONV_AXES = (None, None, "conv_in", "conv_out")
 default_init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")  # DDPM's `default_init`
@@ -45,8 +46,8 @@ def timestep_embedding(t: jnp.ndarray, dim: int) -> jnp.ndarray:
 
 
 def _conv(features: int, dtype: Any, name: str, kernel: int = 3, strides: int = 1,
-          zero: bool = False) -> nn.Conv:
-    return nn.Conv(features=features, kernel_size=(kernel, kernel), strides=strides, padding="SAME",
+          zero: bool = False) -> Conv:
+    return Conv(features=features, kernel_size=(kernel, kernel), strides=strides, padding="SAME",
                    dtype=dtype, name=name,
                    kernel_init=conv_zero_init if zero else conv_init, bias_init=channel_zeros)
 
