@@ -28,7 +28,7 @@ from train.evaluators import EvalContext, build_evaluators
 from train.sharding import to_global
 from train.optimizers import build_optimizer, trainable_mask
 from train.profiler import StepProfiler
-from train.state import abstract_state_and_shardings, count_params, count_trainable, create_train_state
+from train.state import count_params, count_trainable, plan_train_state
 from train.tasks import TaskContext, build_task
 
 EVAL_SAMPLE_SALT = 2**31 - 2  # fold_in(state.rng, .): the key host-side evaluators draw from
@@ -101,8 +101,9 @@ class Experiment:
             sharding.check_batch(evaluator.batch_size, self.mesh, what=f"evals.{evaluator.name}.batch_size")
             evaluator.check(self.task, self.source)
         self.ema = c.train.ema_decay > 0
-        self.abstract_state, self.state_shardings = abstract_state_and_shardings(
-            self.model, self.task, self.tx, self.example, c.seed, self.ema, self.mesh, self.rules)
+        self.init_plan = plan_train_state(self.model, self.task, self.tx, self.example, c.seed, self.ema,
+                                          self.mesh, self.rules)
+        self.abstract_state, self.state_shardings = self.init_plan.abstract, self.init_plan.shardings
         self.batch_sharding = sharding.batch_sharding(self.mesh)
         self.checkpointer = checkpoints.Checkpointer(
             os.path.join(self.workdir, "checkpoints"), keep=c.checkpoint.keep,
@@ -135,9 +136,7 @@ class Experiment:
         return iter(ds)
 
     def fresh_state(self):
-        state, _ = create_train_state(self.model, self.task, self.tx, self.example, self.config.seed,
-                                      self.ema, self.mesh, self.rules)
-        return state
+        return self.init_plan.create()
 
     def restore(self, step: int, data_iterator=None) -> tuple[Any, dict]:
         """(state, host values) of checkpoint `step`, placed on the mesh; moves
