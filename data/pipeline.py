@@ -60,6 +60,9 @@ class ShuffledOrder:
 
 def load_arrays(source: Sequence[dict]) -> dict[str, np.ndarray]:
     """The whole source as arrays with a leading example axis (for small splits)."""
+    arrays = getattr(source, "arrays", None)  # data/array_cache.py's ArraySplit or a Subset of one
+    if arrays is not None:
+        return dict(arrays)
     return ops_lib.stack([source[i] for i in range(len(source))])
 
 

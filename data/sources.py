@@ -169,6 +169,8 @@ def open_split(data_config: Any, split: str,
     """The source the pipeline reads for `split` of `config.data`, to be preprocessed by
     the ops spec `preprocess` (its `decode` ops get the encoded bytes, see `skip_decoding`).
 
+    A split that fits in memory (`data.in_memory_max_mb`) and needs no `decode` op is read
+    from its decoded arrays (data/array_cache.py) after the first open.
     With `data.seq_len > 0` the records are byte/token streams and the source yields
     fixed-length windows `{"tokens": (seq_len + 1,)}` over their concatenation. With a
     `data.tokenizer` other than bytes, sequence pairs (`data.targets_key`) or
@@ -189,6 +191,10 @@ def open_split(data_config: Any, split: str,
     if seq_len:
         from data.text import TextWindows
         source = TextWindows(source, seq_len, key=data_config.text_key)
+    elif skip_decoding(preprocess) is None and fits_in_memory(info, split, data_config.in_memory_max_mb):
+        from data.array_cache import cached_split  # decoded once, then read as arrays
+        source = cached_split(source, info, default_data_dir(data_config.data_dir or None),
+                              data_config.name, split, kwargs.get("files"))
     return source, info
 
 

@@ -25,6 +25,12 @@ class Subset:
     def __getitem__(self, i: int) -> dict:
         return self.source[int(self.indices[i])]
 
+    @property
+    def arrays(self) -> dict[str, np.ndarray] | None:
+        """The chosen rows as arrays when the source holds arrays (data/array_cache.py)."""
+        arrays = getattr(self.source, "arrays", None)
+        return None if arrays is None else {key: value[self.indices] for key, value in arrays.items()}
+
 
 def _labels(source: Sequence[dict], label_key: str) -> np.ndarray:
     """(N,) int labels of every example (one read of the split)."""
