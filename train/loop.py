@@ -135,6 +135,14 @@ class Experiment:
             num_threads=c.data.num_threads, in_memory=self.train_in_memory)
         return iter(ds)
 
+    def abstract_batch(self) -> dict:
+        """ShapeDtypeStructs of a global train batch, placed as `to_global` places it (with
+        the sharding: a lowering without it traces and numbers functions differently)."""
+        return {k: jax.ShapeDtypeStruct((self.config.train.batch_size, *np.shape(v)[1:]),
+                                        jax.dtypes.canonicalize_dtype(np.asarray(v).dtype),
+                                        sharding=self.batch_sharding)
+                for k, v in self.example.items()}
+
     def fresh_state(self):
         return self.init_plan.create()
 
@@ -317,12 +325,19 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, flag: _Signal
     profiler = StepProfiler(c.train.profile_steps, c.train.steps, workdir)
     exp = Experiment(c, workdir)
     say = (lambda m: print(m, file=sys.stderr, flush=True)) if jax.process_index() == 0 else (lambda m: None)
+    train_step = step_lib.jit_train_step(
+        exp.model, exp.task, exp.tx, exp.state_shardings, exp.batch_sharding,
+        ema_decay=c.train.ema_decay, grad_accum=c.train.grad_accum, trainable=exp.trainable)
+    compiling = step_lib.compile_in_background(
+        train_step, checkpoints.abstract_with_shardings(exp.abstract_state, exp.state_shardings),
+        exp.abstract_batch())
     try:
         _stop_if_signalled(flag, say)
         state, start, history, data_iter = restore_or_start(exp, exp.train_iterator(), say)
         if start < c.train.steps:
             _stop_if_signalled(flag, say, start)
     except BaseException:
+        compiling.join()
         exp.checkpointer.close()
         raise
     # Written after the restore (which may refuse the workdir) and before the first step.
@@ -336,9 +351,6 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, flag: _Signal
                    f"{count_params(state.params):,} parameters{trained}; mesh {dict(exp.mesh.shape)}; "
                    f"workdir {exp.workdir}")
 
-    train_step = step_lib.jit_train_step(
-        exp.model, exp.task, exp.tx, exp.state_shardings, exp.batch_sharding,
-        ema_decay=c.train.ema_decay, grad_accum=c.train.grad_accum, trainable=exp.trainable)
     last: dict[str, float] = {}
     pending: list[dict] = []  # device metrics since the last log; fetched only when logging
     timer, steps_since, step = writers.Timer(), 0, start
@@ -400,6 +412,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, flag: _Signal
                                "Rerun the same command to resume.")
                 raise Preempted(step)
     finally:
+        compiling.join()
         profiler.close()
         exp.checkpointer.close()
         writer.close()

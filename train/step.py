@@ -7,6 +7,7 @@ no non-finite state can reach a checkpoint.
 """
 from __future__ import annotations
 
+import threading
 from functools import partial
 from typing import Any, Callable
 
@@ -137,3 +138,21 @@ def jit_train_step(model, task, tx, state_shardings, batch_sharding, *, ema_deca
 def jit_eval_step(model, task, state_shardings, batch_sharding):
     fn = partial(eval_step, model=model, task=task)
     return jax.jit(fn, in_shardings=(state_shardings, batch_sharding))
+
+
+def compile_in_background(jitted: Callable, *abstract_args: Any) -> threading.Thread:
+    """Starts tracing and compiling `jitted` for these abstract arguments (ShapeDtypeStructs
+    with the shardings the real arguments will have, else JAX traces anew) on a thread, so that the first real call finds it compiled (JAX shares the trace and the
+    executable between `.lower().compile()` and calls). Start-up overlaps with it: the
+    model's trace (Python) runs while the main thread waits on C++ (the init's cache read
+    or compile, a checkpoint restore), and the step's own compile or cache read (C++, GIL
+    released) while the main thread opens the data and the writers. Any error is left to
+    the real call, which raises it where it always did. Join the thread before exiting."""
+    def compile_() -> None:
+        try:
+            jitted.lower(*abstract_args).compile()
+        except Exception:  # noqa: BLE001 -- the first real call raises it properly
+            pass
+    thread = threading.Thread(target=compile_, name="strata-compile", daemon=True)
+    thread.start()
+    return thread
