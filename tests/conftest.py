@@ -3,6 +3,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 # Must happen before jax is imported anywhere.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
@@ -15,6 +16,30 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# In-process compilations go to a persistent compilation cache that lives for one test run
+# (shared by the xdist workers, removed at the end): a test that builds the same train step
+# again (a resume, a second Experiment, a fresh reference run) loads it instead of compiling
+# it again. XLA builds the same executable either way, so results do not change; jit's own
+# in-memory cache (what the "does not recompile" tests count) is untouched. Set
+# STRATA_TEST_JIT_CACHE=DIR to keep the cache in DIR across runs instead.
+JIT_CACHE_ENV = "STRATA_TEST_JIT_CACHE"
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput") and not os.environ.get(JIT_CACHE_ENV):
+        # The xdist controller (or a plain run): workers inherit the directory via the env.
+        os.environ[JIT_CACHE_ENV] = config._strata_jit_cache = tempfile.mkdtemp(prefix="strata-test-jit-")
+    jax.config.update("jax_compilation_cache_dir", os.environ[JIT_CACHE_ENV])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_unconfigure(config):
+    path = getattr(config, "_strata_jit_cache", None)
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+        os.environ.pop(JIT_CACHE_ENV, None)
 
 
 @pytest.fixture(scope="session")
