@@ -4,7 +4,8 @@
     make train   # the same, into runs/default
 
 Sized for a 2-core CPU: 600 steps of batch 128 (~53 epochs of 1,437 images) reach
-98.9% test accuracy (wall and CPU time: README.md, "What each family reaches").
+99.4% test accuracy (98.9% before 2026-12-03's im2col path for the 2x2 last stage,
+models/conv.py; wall and CPU time: README.md, "What each family reaches").
 `:runlocal` is a 60-step smoke run.
 """
 from configs.common import digits_resnet_config, parse_arg, product
