@@ -4,23 +4,23 @@ Reading a split through `tfds.data_source` decodes one record at a time in Pytho
 per example, 0.36 s of CPU for the 1,437 digits of `configs/digits_resnet.py`'s train
 split at every start, more than the rest of opening the data. A split small enough to be
 held in memory (`data.in_memory_max_mb`) whose features are all fixed-shape numeric arrays
-is decoded once and stored as one .npy per feature under <data_dir>/strata_arrays/<key>/;
-later opens read those files (milliseconds) and serve the same values.
+is decoded once and stored as one .npz (a .npy per feature) under
+<data_dir>/strata_arrays/; later opens read it (milliseconds) and serve the same values.
 
 The key holds the dataset, its version, the split, and the size and modification time of
-the prepared dataset's files, so re-preparing a dataset makes a new entry. A directory is
-written under a temporary name and renamed, so a reader never sees half an entry. Where the
-data dir cannot be written, the split is served from the source as before.
+the prepared dataset's files, so re-preparing a dataset makes a new entry. The file is
+written under a temporary name and renamed (data/cache_files.py), so a reader never sees
+half an entry. Where the data dir cannot be written, the split is served from memory.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import sys
 from typing import Any, Sequence
 
 import numpy as np
+
+from data import cache_files
 
 CACHE_DIR = "strata_arrays"
 
@@ -58,7 +58,7 @@ def _identity(info: Any, name: str, split: str, extra: Any) -> str:
 def _stack(source: Sequence[dict]) -> dict[str, np.ndarray] | None:
     """Every example stacked per feature; None when a feature is not a fixed-shape numeric
     array (nested features, strings, ragged shapes), which then stay in the source."""
-    rows = [source[i] for i in range(len(source))]
+    rows = list(cache_files.read_records(source))
     if not rows or not all(isinstance(v, np.ndarray) or np.isscalar(v) for v in rows[0].values()):
         return None
     out = {}
@@ -73,35 +73,21 @@ def _stack(source: Sequence[dict]) -> dict[str, np.ndarray] | None:
     return out
 
 
-def _write(path: str, arrays: dict[str, np.ndarray]) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        os.makedirs(tmp, exist_ok=True)
-        for key, value in arrays.items():
-            np.save(os.path.join(tmp, f"{key}.npy"), value)
-        os.replace(tmp, path)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not os.path.isdir(path):  # another process may have written it first
-            print(f"strata: cannot keep the decoded split in {os.path.dirname(path)} "
-                  f"({type(e).__name__}: {e.strerror}); decoding it at every start",
-                  file=sys.stderr, flush=True)
-
-
 def cached_split(source: Sequence[dict], info: Any, data_dir: str, name: str, split: str,
                  extra: Any = None) -> Sequence[dict]:
     """`source` as an ArraySplit read from (or first written to) the cache, or `source`
     itself when its features cannot be stacked. The caller decides that the split is small."""
     key = _identity(info, name, split, extra)
     path = os.path.join(data_dir, CACHE_DIR, f"{name.replace('/', '_').replace(':', '_')}-"
-                        f"{split.replace('/', '_')}-{key}")
-    if os.path.isdir(path):
-        arrays = {entry[:-4]: np.load(os.path.join(path, entry))
-                  for entry in sorted(os.listdir(path)) if entry.endswith(".npy")}
+                        f"{split.replace('/', '_')}-{key}.npz")
+    if os.path.isfile(path):
+        with np.load(path) as stored:
+            arrays = {k: stored[k] for k in stored.files}
         if arrays:
             return ArraySplit(arrays)
     arrays = _stack(source)
     if arrays is None:
         return source
-    _write(path, arrays)
+    cache_files.atomic_write(path, lambda tmp: np.savez(tmp, **arrays),
+                             "decoding the split at every start")
     return ArraySplit(arrays)

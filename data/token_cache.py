@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from typing import Callable, Sequence
 
 import numpy as np
 
+from data import cache_files
 from errors import DataError
 
 CACHE_DIR = "strata_tokenizers"
@@ -41,19 +41,10 @@ def cache_path(data_dir: str, kind: str, split: str, *identity) -> str:
 
 
 def save(path: str, array: np.ndarray) -> bool:
-    """Writes `array` to `path` atomically (a temporary file, then a rename); False, with a
-    note on stderr, where the directory cannot be written (a read-only data_dir): the
-    caller then keeps the array in memory and the next open builds it again."""
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp.npy"
-        np.save(tmp, array)
-        os.replace(tmp, path)
-        return True
-    except OSError as e:
-        print(f"strata: cannot keep {os.path.basename(path)} in {os.path.dirname(path)} "
-              f"({type(e).__name__}: {e.strerror}); using it from memory", file=sys.stderr, flush=True)
-        return False
+    """Writes `array` to `path` atomically; False, with a note on stderr, where the
+    directory cannot be written: the caller then keeps the array in memory and the next
+    open builds it again."""
+    return cache_files.atomic_write(path, lambda tmp: np.save(tmp, array), "using it from memory")
 
 
 def cached_array(path: str, build: Callable[[], np.ndarray]) -> np.ndarray:
@@ -65,31 +56,12 @@ def cached_array(path: str, build: Callable[[], np.ndarray]) -> np.ndarray:
     return np.load(path, mmap_mode="r")
 
 
-READ_BATCH = 1024  # records per batched read (ArrayRecord reads a batch in parallel)
-
-
-def _records(source: Sequence[dict]):
-    """Every record of `source` in order, read in batches where the source can (a tfds
-    data source: 2x faster than one by one; its mocked form cannot, nor can a list)."""
-    batched = getattr(source, "__getitems__", None)
-    for start in range(0, len(source), READ_BATCH):
-        keys = list(range(start, min(start + READ_BATCH, len(source))))
-        if batched is not None:
-            try:
-                records = batched(keys)
-            except (TypeError, NotImplementedError):  # tfds.testing.mock_data's sources
-                batched = None
-        if batched is None:
-            records = [source[i] for i in keys]
-        yield from records
-
-
 def _tokenize(source: Sequence[dict], tokenizer, keys: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per key: (total,) int32 ids of every record (eos after text records), (N + 1,) offsets.
     One pass over the records, so each is read once whatever the number of keys."""
     eos = np.asarray([tokenizer.eos_id], np.int32)
     pieces: list[list[np.ndarray]] = [[] for _ in keys]
-    for example in _records(source):
+    for example in cache_files.read_records(source):
         for out, key in zip(pieces, keys):
             value = field(example, key)
             ids = tokenizer.encode(value).astype(np.int32)

@@ -58,7 +58,7 @@ def test_unwritable_data_dir_serves_the_split_from_memory(tmp_path, capsys):
     split = array_cache.cached_split(source, info, str(tmp_path), "toy", "train")
     np.testing.assert_array_equal(split[3]["image"], source[3]["image"])
     assert split[3]["label"] == 3
-    assert "cannot keep the decoded split" in capsys.readouterr().err
+    assert "decoding the split at every start" in capsys.readouterr().err
 
 
 def test_ragged_or_string_features_stay_in_the_source(tmp_path):
