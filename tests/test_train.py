@@ -18,9 +18,13 @@ def read_lines(workdir):
         return [json.loads(l) for l in f]
 
 
-def test_train_writes_metrics_config_manifest_checkpoints(tfds_dir, tmp_path):
+def test_train_writes_metrics_config_manifest_checkpoints(tfds_dir, tmp_path, monkeypatch):
     c = tiny_resnet_config(tfds_dir, steps=4, eval_every=4, checkpoint_every=2)
+    compiles = []
+    real = step_lib.compile_in_background
+    monkeypatch.setattr(step_lib, "compile_in_background", lambda *a: compiles.append(1) or real(*a))
     last = loop.train(c, str(tmp_path))
+    assert len(compiles) == 1
     lines = read_lines(tmp_path)
     assert [l["step"] for l in lines] == [2, 4]
     assert "eval/accuracy" in lines[-1] and "train/loss" in lines[0]
@@ -30,6 +34,9 @@ def test_train_writes_metrics_config_manifest_checkpoints(tfds_dir, tmp_path):
     assert json.load(open(tmp_path / "config.json"))["model"]["depth"] == 8
     assert sorted(os.listdir(tmp_path / "checkpoints")) >= ["2", "4"]
     assert os.listdir(tmp_path / "tensorboard")
+    # Rerunning the complete workdir trains nothing and compiles no train step.
+    loop.train(c, str(tmp_path))
+    assert len(compiles) == 1 and read_lines(tmp_path) == lines
 
 
 def test_resume_continues_from_saved_step(tfds_dir, tmp_path):

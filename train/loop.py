@@ -328,9 +328,10 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, flag: _Signal
     train_step = step_lib.jit_train_step(
         exp.model, exp.task, exp.tx, exp.state_shardings, exp.batch_sharding,
         ema_decay=c.train.ema_decay, grad_accum=c.train.grad_accum, trainable=exp.trainable)
-    compiling = step_lib.compile_in_background(
+    latest = exp.checkpointer.latest_step()
+    compiling = (step_lib.compile_in_background(  # not when the workdir's run is already complete
         train_step, checkpoints.abstract_with_shardings(exp.abstract_state, exp.state_shardings),
-        exp.abstract_batch())
+        exp.abstract_batch()) if latest is None or latest < c.train.steps else step_lib.NOT_COMPILING)
     try:
         _stop_if_signalled(flag, say)
         state, start, history, data_iter = restore_or_start(exp, exp.train_iterator(), say)

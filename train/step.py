@@ -140,6 +140,16 @@ def jit_eval_step(model, task, state_shardings, batch_sharding):
     return jax.jit(fn, in_shardings=(state_shardings, batch_sharding))
 
 
+class _NotCompiling:
+    """What `compile_in_background` returns where nothing was started: join() returns."""
+
+    def join(self) -> None:
+        pass
+
+
+NOT_COMPILING = _NotCompiling()
+
+
 def compile_in_background(jitted: Callable, *abstract_args: Any) -> threading.Thread:
     """Starts tracing and compiling `jitted` for these abstract arguments (ShapeDtypeStructs
     with the shardings the real arguments will have, else JAX traces anew) on a thread, so that the first real call finds it compiled (JAX shares the trace and the
