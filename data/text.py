@@ -283,6 +283,15 @@ class TextWindows:
         start = i * self.seq_len
         return {"tokens": self.read(start, start + self.seq_len + 1).astype(np.int32)}  # (T + 1,)
 
+    @property
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every window at once, {"tokens": (N, T + 1) int32}, from one read of the stream:
+        what `pipeline.load_arrays` takes for a split held in memory (1.2 s -> ~10 ms for
+        1 MiB of text, against stacking the windows one `__getitem__` at a time)."""
+        stream = self.read(0, self._len * self.seq_len + 1)
+        starts = np.arange(self._len, dtype=np.int64)[:, None] * self.seq_len
+        return {"tokens": stream[starts + np.arange(self.seq_len + 1)].astype(np.int32)}
+
     def target_counts(self, num_windows: int | None = None) -> np.ndarray:
         """(256,) counts of the target bytes (each window's tokens[1:]) of the first
         `num_windows` windows: the bytes [1, n*seq_len + 1) of the stream."""

@@ -45,6 +45,10 @@ def test_windows_are_the_byte_slices_across_records():
         w[len(w)]
     expected = np.bincount(np.frombuffer(data[1:10 * 16 + 1], np.uint8), minlength=256)
     np.testing.assert_array_equal(w.target_counts(10), expected)
+    # All windows at once (what a split held in memory loads) are the windows one by one.
+    every = w.arrays["tokens"]
+    assert every.dtype == np.int32 and every.shape == (len(w), 17)
+    np.testing.assert_array_equal(every, np.stack([w[i]["tokens"] for i in range(len(w))]))
 
 
 def test_windows_accept_string_records_and_refuse_short_text():
