@@ -1,11 +1,12 @@
 """Strata's side-by-side benchmarks: one command, one machine, one process tree.
 
-    python -m benchmarks.run                    # everything, ~10 min on a quiet 2-core CPU
+    python -m benchmarks.run                    # everything, ~40 min on a quiet 2-core CPU
     python -m benchmarks.run --only lm,cnn      # some parts
     python -m benchmarks.run --quick            # fewer repeats: a smoke run, noisier
     python -m benchmarks.run --only e2e         # command to final metric vs a PyTorch script
 
-Prints a Markdown table (and writes it to benchmarks/results.md): medians of several
+Prints a Markdown table (a full run also writes it to benchmarks/results.md; a run with
+`--only` writes only where `--out` says, so it cannot replace the full table): medians of several
 timed repeats after warm-up, the ratio to the reference, the machine, the package versions
 and the load average. Each contender runs in its own worker process (benchmarks/worker.py):
 Strata's with the CPU defaults run.py applies (train/xla_defaults.py), the PyTorch
@@ -42,8 +43,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--only", default="", help=f"comma-separated parts: {', '.join(PARTS)} (default: all)")
     p.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run; noisier numbers)")
-    p.add_argument("--out", default=OUT, help="where to write the Markdown table ('' = nowhere)")
+    p.add_argument("--out", default=None, help="where to write the Markdown table ('' = nowhere; "
+                   "default: benchmarks/results.md for a full run, nowhere with --only)")
     args = p.parse_args(argv)
+    if args.out is None:
+        args.out = "" if args.only else OUT
     args.parts = [s.strip() for s in args.only.split(",") if s.strip()] or list(PARTS)
     unknown = [s for s in args.parts if s not in PARTS]
     if unknown:
