@@ -51,7 +51,9 @@ def seed_argument(seed: int) -> np.ndarray:
 
 def _init_fn(model: nn.Module, task: Task, tx: optax.GradientTransformation,
              example_batch: Batch, ema: bool):
-    shapes = {k: (np.shape(v), np.asarray(v).dtype) for k, v in example_batch.items()}
+    # The dtypes JAX gives these values (int64 labels are int32 without x64), as before.
+    shapes = {k: (np.shape(v), jax.dtypes.canonicalize_dtype(np.asarray(v).dtype))
+              for k, v in example_batch.items()}
 
     def init(seed: jax.Array) -> TrainState:
         rng = jax.random.PRNGKey(seed)
