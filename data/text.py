@@ -286,8 +286,9 @@ class TextWindows:
     @property
     def arrays(self) -> dict[str, np.ndarray]:
         """Every window at once, {"tokens": (N, T + 1) int32}, from one read of the stream:
-        what `pipeline.load_arrays` takes for a split held in memory (1.2 s -> ~10 ms for
-        1 MiB of text, against stacking the windows one `__getitem__` at a time)."""
+        what `pipeline.load_arrays` takes for a split held in memory (1 MiB of text: 1.25 s
+        stacking the windows one `__getitem__` at a time, 0.19 s this way, most of it
+        reading the records)."""
         stream = self.read(0, self._len * self.seq_len + 1)
         starts = np.arange(self._len, dtype=np.int64)[:, None] * self.seq_len
         return {"tokens": stream[starts + np.arange(self.seq_len + 1)].astype(np.int32)}
