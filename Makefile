@@ -39,7 +39,7 @@ $(TEST_STAMP): requirements-test.lock $(STAMP)
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not heavy" tests
 
-# The edit-test loop: everything but the subprocess and whole-config tests.
+# The edit-test loop: everything but the subprocess, whole-config and longest-compiling tests.
 test-fast: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow and not heavy" tests
 

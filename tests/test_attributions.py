@@ -2,6 +2,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from train.limits import attributions as attr
 
@@ -119,6 +120,7 @@ def test_token_attributions_of_a_model_linear_in_its_embeddings():
     np.testing.assert_allclose(out["ig"].sum(1), out["logit"] - out["baseline_logit"], rtol=1e-5)
 
 
+@pytest.mark.slow  # compiles for 13-65 s (make test-fast leaves it out)
 def test_token_attributions_of_a_gpt_are_complete():
     from models.gpt import GPT
     model = GPT(vocab_size=256, num_layers=2, num_heads=2, width=32, max_len=16, positions="rotary")

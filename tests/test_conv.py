@@ -20,6 +20,7 @@ def _xla_conv(x, kernel, strides, padding):
     (9, 7, 2, [(3, 3), (3, 3)]),
     (7, 3, 2, [(0, 1), (1, 0)]),   # asymmetric, as "SAME" gives for even strides
 ])
+@pytest.mark.slow  # compiles for 13-65 s (make test-fast leaves it out)
 def test_im2col_matches_xla_values_and_gradients(size, kernel, strides, padding):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(3, size, size, 5)), jnp.float32)

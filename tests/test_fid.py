@@ -31,6 +31,7 @@ def direct_fd(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(sa + sb - 2 * covmean))
 
 
+@pytest.mark.slow  # compiles for 13-65 s (make test-fast leaves it out)
 def test_fid_of_a_random_network_matches_a_direct_computation(tmp_path):
     path = tmp_path / "net.npz"
     variables = write_network(path)

@@ -180,6 +180,7 @@ def test_overfits_one_batch(params):
     assert losses[-1] < 0.1 * losses[0] or losses[-1] < 0.1, losses
 
 
+@pytest.mark.slow  # compiles for 13-65 s (make test-fast leaves it out)
 @pytest.mark.parametrize("remat", [False, True])
 def test_scan_layers_is_the_same_function_on_stacked_parameters(params, remat):
     """scan_layers=True with the per-layer parameters stacked gives the unscanned model's

@@ -69,6 +69,7 @@ def _torch_logits(model, x: np.ndarray) -> np.ndarray:
         return model(torch.tensor(x, dtype=torch.long)).logits.numpy()
 
 
+@pytest.mark.slow  # compiles for 13-65 s (make test-fast leaves it out)
 @pytest.mark.parametrize("tie", [True, False])
 def test_gpt2_import_matches_transformers_logits(tmp_path, tie):
     reference = _gpt2(str(tmp_path), tie=tie)

@@ -110,6 +110,7 @@ def test_every_randaugment_op_keeps_size_and_mode(channels):
     assert changed >= 14  # all but, for grey images, Color (a no-op there)
 
 
+@pytest.mark.slow  # compiles for 13-65 s (make test-fast leaves it out)
 def test_mock_imagenet_bytes_to_batches(tfds_dir):
     """TFDS's mock ImageNet (JPEG bytes of varying sizes) through the data source path."""
     import tensorflow_datasets as tfds
@@ -141,6 +142,7 @@ def test_mock_imagenet_bytes_to_batches(tfds_dir):
     assert sum(b["mask"].sum() for b in batches) == 20
 
 
+@pytest.mark.slow  # compiles for 13-65 s (make test-fast leaves it out)
 def test_one_train_step_on_mock_imagenet_with_mixup(tmp_path):
     """The loop on decoded, cropped, mixed batches: soft labels reach the classification task."""
     import tensorflow_datasets as tfds

@@ -31,6 +31,7 @@ def trained(tfds_dir, tmp_path_factory):
     return c, workdir, loop.train(c, str(workdir))
 
 
+@pytest.mark.slow  # compiles for 13-65 s (make test-fast leaves it out)
 def test_adversarial_evaluator_writes_robust_accuracy_keys(trained):
     c, workdir, last = trained
     keys = ["eval/adv/accuracy", "eval/adv/accuracy@linf=0", "eval/adv/accuracy@linf=0.05",
@@ -92,6 +93,7 @@ def test_unknown_adversarial_kind_is_one_line():
         build_task("classification", adversarial="pgdd")
 
 
+@pytest.mark.slow  # compiles for 13-65 s (make test-fast leaves it out)
 def test_adversarial_training_resumes_exactly(tfds_dir, tmp_path):
     c = tiny_resnet_config(tfds_dir, steps=2, checkpoint_every=2, log_every=1)
     c.optimizer.schedule = "constant"  # the cosine schedule depends on train.steps
@@ -108,6 +110,7 @@ def test_adversarial_training_resumes_exactly(tfds_dir, tmp_path):
         assert a["train/loss"] == pytest.approx(b["train/loss"], rel=1e-6)
 
 
+@pytest.mark.slow  # compiles for 13-65 s (make test-fast leaves it out)
 def test_attack_and_explain_verbs_write_their_files(trained, tfds_dir):
     _, workdir, last = trained
     env = {"TFDS_DATA_DIR": tfds_dir}
@@ -162,6 +165,7 @@ def lm_workdir(tmp_path_factory):
 @pytest.mark.parametrize("case", ["attack_lm", "explain_lm", "negative_budget", "unknown_norm",
                                   "unknown_method", "rollout_without_attention",
                                   "tokens_on_images"])
+@pytest.mark.slow  # compiles for 13-65 s (make test-fast leaves it out)
 def test_bad_inputs_are_one_line_and_write_nothing(case, trained, lm_workdir, tfds_dir):
     workdir = lm_workdir if case.endswith("_lm") else str(trained[1])
     args, expected = {

@@ -37,6 +37,7 @@ def gpt(request):
     return model, params
 
 
+@pytest.mark.slow  # compiles for 13-65 s (make test-fast leaves it out)
 def test_a_packed_row_gives_the_logits_of_its_documents_run_alone(gpt):
     model, params = gpt
     row = packed_row([DOC_A, DOC_B], 11)

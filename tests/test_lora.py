@@ -164,6 +164,7 @@ def _lora_gpt_run(mesh, grad_accum: int, steps: int = 3):
     return np.array(losses), state, shardings
 
 
+@pytest.mark.slow  # compiles for 13-65 s (make test-fast leaves it out)
 def test_adapters_shard_by_the_kernels_axes_and_accumulate_exactly():
     from train.sharding import make_mesh
     losses, state, shardings = _lora_gpt_run(make_mesh(2, 4, 1), grad_accum=1)

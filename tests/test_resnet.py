@@ -23,6 +23,7 @@ def test_parameter_counts_match_published(depth, family, shape, classes, publish
     assert abs(count_params(model, shape) - published) / published < 0.01
 
 
+@pytest.mark.slow  # compiles for 13-65 s (make test-fast leaves it out)
 def test_output_shape_and_batch_stats():
     model = build_model("resnet", depth=8, num_classes=7)
     x = jnp.ones((4, 8, 8, 1))

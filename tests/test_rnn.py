@@ -72,6 +72,7 @@ def test_dropout_only_when_training():
     assert not np.allclose(eval_a, train)
 
 
+@pytest.mark.slow  # compiles for 13-65 s (make test-fast leaves it out)
 @pytest.mark.parametrize("cell", CELLS)
 def test_decode_step_by_step_equals_full_sequence(cell):
     B, T, V = 2, 9, 13

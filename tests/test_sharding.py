@@ -74,6 +74,7 @@ def single_device_runs():
     return get
 
 
+@pytest.mark.slow  # compiles for 13-65 s (make test-fast leaves it out)
 @pytest.mark.parametrize("family", list(FAMILIES))
 @pytest.mark.parametrize("mesh_name", list(MESHES))
 def test_mesh_gives_single_device_losses(family, mesh_name, single_device_runs):
@@ -94,6 +95,7 @@ def test_large_parameters_are_split():
     assert embedding.addressable_shards[0].data.size == 64 * 32 // 8
 
 
+@pytest.mark.slow  # compiles for 13-65 s (make test-fast leaves it out)
 def test_grad_accumulation_equals_full_batch():
     mesh = make_mesh(-1, 1, 1)
     batches = token_batches(1, batch=32)

@@ -39,6 +39,7 @@ def test_seed_and_example_values_are_not_compiled_in():
     assert len(programs) == 1
 
 
+@pytest.mark.slow  # compiles for 13-65 s (make test-fast leaves it out)
 @pytest.mark.parametrize("seed", [0, 3, -1, 2**32 + 3])
 def test_params_are_model_init_with_the_seeds_key(seed):
     model, task, tx, mesh = _setup()

@@ -39,6 +39,7 @@ def test_train_writes_metrics_config_manifest_checkpoints(tfds_dir, tmp_path, mo
     assert len(compiles) == 1 and read_lines(tmp_path) == lines
 
 
+@pytest.mark.slow  # compiles for 13-65 s (make test-fast leaves it out)
 def test_resume_continues_from_saved_step(tfds_dir, tmp_path):
     c = tiny_resnet_config(tfds_dir, steps=3, checkpoint_every=3, log_every=1)
     c.optimizer.schedule = "constant"  # the cosine schedule depends on train.steps
@@ -73,6 +74,7 @@ def test_jitted_step_does_not_recompile(tfds_dir, tmp_path):
     exp.checkpointer.close()
 
 
+@pytest.mark.slow  # compiles for 13-65 s (make test-fast leaves it out)
 def test_overfits_one_batch(tfds_dir, tmp_path):
     c = tiny_resnet_config(tfds_dir, steps=40)
     c.model.width = 8

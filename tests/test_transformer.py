@@ -113,6 +113,7 @@ def test_packed_segments_do_not_see_each_other(tiny):
     assert not np.allclose(other[0, 3:6], packed[0, 3:6])
 
 
+@pytest.mark.slow  # compiles for 13-65 s (make test-fast leaves it out)
 def test_cached_decoding_equals_teacher_forcing(tiny):
     """Feeding 0 then targets[:, :-1] one token at a time through the cache gives the
     logits of the full teacher-forced pass, the source padded on one row."""

@@ -101,6 +101,7 @@ def _exhaustive(model, params, inputs, max_len, alpha):
     return best, best_score
 
 
+@pytest.mark.slow  # compiles for 13-65 s (make test-fast leaves it out)
 @pytest.mark.parametrize("alpha", [0.0, 0.6])
 def test_a_wide_beam_finds_the_exhaustive_best(alpha):
     model = tiny()

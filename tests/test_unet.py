@@ -137,6 +137,7 @@ def test_class_label_changes_the_output():
     np.testing.assert_allclose(out[2], apply(params, None)[0], atol=1e-6)  # None = null label
 
 
+@pytest.mark.slow  # compiles for 13-65 s (make test-fast leaves it out)
 def test_overfits_one_batch():
     model = build_model("unet", num_classes=10, **TINY)
     k0, k1 = jax.random.split(jax.random.key(0))
